@@ -1,0 +1,18 @@
+"""Pure tensor math of the stabilized focal-loss family (PyTorch only, no registries).
+
+``from focal_plugin.functional import sigmoid_focal_loss`` is a drop-in for
+``torchvision.ops.sigmoid_focal_loss`` with two extra keyword arguments, ``stabilizer`` and
+``eps``; see :mod:`.stabilizer` for the three modes.
+"""
+from .generalized_focal import quality_focal_loss, varifocal_loss
+from .sigmoid_focal import sigmoid_focal_loss
+from .softmax_focal import log1m_softmax, softmax_focal_loss
+from .stabilizer import STABILIZERS, modulating_factor, zero_safe_pow
+from .unified_focal import (UFL_VARIANTS, asymmetric_focal_loss, focal_tversky_loss,
+                            unified_focal_loss)
+
+__all__ = [
+    'STABILIZERS', 'UFL_VARIANTS', 'modulating_factor', 'zero_safe_pow', 'log1m_softmax',
+    'sigmoid_focal_loss', 'softmax_focal_loss', 'quality_focal_loss', 'varifocal_loss',
+    'asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss',
+]

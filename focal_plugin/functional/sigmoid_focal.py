@@ -1,0 +1,97 @@
+"""Sigmoid (binary / multi-label) focal loss, a drop-in for ``torchvision.ops.sigmoid_focal_loss``.
+
+Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017, https://arxiv.org/abs/1708.02002
+
+    FL(x, t) = alpha_t * (1 - p_t) ** gamma * BCE(x, t),
+    p = sigmoid(x),  p_t = p * t + (1 - p) * (1 - t),  alpha_t = alpha * t + (1 - alpha) * (1 - t)
+
+``(1 - p_t) ** gamma`` is the modulating factor handled by :mod:`.stabilizer`. In ``'exact'``
+mode its log is ``logsigmoid((1 - 2t) * x)`` for hard targets and the log-sum of the two target
+branches for soft ones, so confident predictions neither round ``1 - p_t`` to 0 nor produce NaN.
+
+Note on ``'none'``: it is torchvision's formula, where ``1 - p_t`` is ``1 - (1 - p)`` for a
+negative. In float32 that rounds to 0 as soon as ``p`` rounds to 0 relative to 1, i.e. for
+logits below about -16.6, while mmdet's Python ``py_sigmoid_focal_loss`` uses ``p`` directly and
+only reaches 0 below about -88.7 (where ``sigmoid`` underflows). The published NaN failures come
+from torchvision's form; the two "original" losses fail at very different points in training.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._common import (check_alpha, check_logits, check_same_shape, compute_dtype,
+                      exact_focal_terms, reduce)
+from .stabilizer import (check_eps, check_exponent, check_reduction, check_stabilizer,
+                         modulating_factor)
+
+__all__ = ['sigmoid_focal_loss']
+
+
+def sigmoid_focal_loss(inputs: Tensor,
+                       targets: Tensor,
+                       alpha: Optional[float] = 0.25,
+                       gamma: float = 2.0,
+                       reduction: str = 'none',
+                       *,
+                       stabilizer: str = 'exact',
+                       eps: float = 1e-3,
+                       activated: bool = False) -> Tensor:
+    """Focal loss on logits, element-wise, with the same signature as torchvision's.
+
+    Args:
+        inputs: logits of any shape (floating point).
+        targets: same shape; floats in [0, 1] (hard or soft labels). Integer or bool targets
+            are taken as hard labels and use a cheaper exact path.
+        alpha: weight of the positive class in [0, 1]; ``-1`` (torchvision) or ``None``
+            disables the weighting.
+        gamma: focusing parameter, >= 0.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        stabilizer: ``'exact'`` (default) | ``'epsilon'`` | ``'none'`` (see :mod:`.stabilizer`).
+        eps: offset of ``'epsilon'`` mode.
+        activated: ``inputs`` are probabilities, not logits (mmdet's ``activated=True``).
+            There is no logit to take a log form from, so ``'exact'`` uses the zero-safe
+            power: exact values, finite gradients where ``1 - p_t`` is exactly 0.
+
+    Returns:
+        The loss, element-wise or reduced. 16-bit inputs are computed and returned in float32.
+    """
+    check_logits(inputs)
+    check_same_shape(inputs, targets)
+    alpha = check_alpha(alpha)
+    gamma = check_exponent(gamma, 'gamma')
+    check_reduction(reduction)
+    check_stabilizer(stabilizer)
+    eps = check_eps(eps)
+
+    hard = not targets.is_floating_point()
+    if hard and bool(((targets != 0) & (targets != 1)).any()):
+        raise ValueError('integer/bool targets must be hard labels 0 or 1')
+    dtype = compute_dtype(inputs)
+    x = inputs.to(dtype)
+    t = targets.to(dtype)
+
+    def one_minus_p_t() -> Tensor:  # torchvision's expression, kept verbatim for 'none'
+        p = x if activated else torch.sigmoid(x)
+        p_t = p * t + (1 - p) * (1 - t)
+        return 1 - p_t
+
+    if activated:
+        ce = F.binary_cross_entropy(x, t, reduction='none')
+        # mmdet's form of 1 - p_t, without the 1 - (1 - p) cancellation
+        forms = dict(exact_base=lambda: (1 - x) * t + x * (1 - t))
+    elif stabilizer == 'exact':
+        # 'exact' means the true loss: a full-precision cross-entropy goes with the exact
+        # factor (torchvision's BCE is off by up to 1% at confident logits, see the helper).
+        ce, log_base = exact_focal_terms(x, t, hard)
+        forms = dict(log_base=lambda: log_base)
+    else:  # 'none' / 'epsilon' are torchvision's formula (+ eps), verbatim
+        ce = F.binary_cross_entropy_with_logits(x, t, reduction='none')
+        forms = {}
+    loss = ce * modulating_factor(gamma, stabilizer, eps, base=one_minus_p_t, **forms)
+    if alpha is not None:
+        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    return reduce(loss, reduction)

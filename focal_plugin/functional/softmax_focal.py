@@ -1,0 +1,130 @@
+"""Softmax (multi-class) focal loss.
+
+Lin et al., ICCV 2017 (https://arxiv.org/abs/1708.02002), multi-class form:
+
+    FL(x, y) = - sum_c  w_c * q_c * (1 - p_c) ** gamma * log p_c,     p = softmax(x)
+
+with ``q`` the target distribution (one-hot, or label-smoothed ``(1 - ls) * onehot + ls / C``)
+and ``w_c`` the product of the per-class ``alpha`` and ``class_weight``.
+
+Stability: ``log p_c`` is ``log_softmax``; ``log(1 - p_c)`` is the log-sum-exp of the *other*
+classes minus the log-sum-exp of all (see :func:`log1m_softmax`), which stays exact when a
+softmax saturates (where ``1 - p_c`` rounds to 0 and the ``'none'`` form's gradient is NaN).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._common import check_logits, compute_dtype, reduce
+from .stabilizer import (check_eps, check_exponent, check_reduction, check_stabilizer,
+                         modulating_factor)
+
+__all__ = ['softmax_focal_loss', 'log1m_softmax']
+
+
+def log1m_softmax(logits: Tensor, dim: int = 1) -> Tensor:
+    """``log(1 - softmax(logits))`` along ``dim``, accurate where the softmax saturates.
+
+    For every class but the arg-max, ``sum_j e^(x_j - m) - e^(x_c - m)`` keeps the arg-max's
+    term (>= 1), so the subtraction loses no significant digits. For the arg-max itself the
+    sum of the others is taken directly (its own logit masked to -inf).
+    """
+    lse = torch.logsumexp(logits, dim=dim, keepdim=True)
+    top = logits.argmax(dim=dim, keepdim=True)
+    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(dim, top, True)
+    m = logits.amax(dim=dim, keepdim=True).detach()
+    shifted = torch.exp(logits - m)
+    total = shifted.sum(dim=dim, keepdim=True)
+    # non-top classes: the others' sum is total - own term, and contains the top term (= 1)
+    safe_rest = torch.where(is_top, torch.ones_like(shifted), total - shifted)
+    log_rest = torch.log(safe_rest) + m
+    # top class: log-sum-exp of all other logits (-inf when there is a single class)
+    others_of_top = torch.logsumexp(logits.masked_fill(is_top, -float('inf')), dim=dim,
+                                    keepdim=True)
+    return torch.where(is_top, others_of_top, log_rest) - lse
+
+
+def _class_vector(value: Union[float, Sequence[float], Tensor, None], num_classes: int,
+                  name: str, like: Tensor) -> Optional[Tensor]:
+    if value is None:
+        return None
+    vec = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if vec.ndim == 0:
+        vec = vec.expand(num_classes)
+    if vec.shape != (num_classes,):
+        raise ValueError(f'{name} must be a scalar or have {num_classes} entries (one per '
+                         f'class), got shape {tuple(vec.shape)}')
+    if not torch.isfinite(vec).all() or (vec < 0).any():
+        raise ValueError(f'{name} must be finite and >= 0')
+    return vec
+
+
+def softmax_focal_loss(inputs: Tensor,
+                       targets: Tensor,
+                       alpha: Union[float, Sequence[float], Tensor, None] = None,
+                       gamma: float = 2.0,
+                       reduction: str = 'mean',
+                       *,
+                       class_weight: Union[Sequence[float], Tensor, None] = None,
+                       ignore_index: int = -100,
+                       label_smoothing: float = 0.0,
+                       stabilizer: str = 'exact',
+                       eps: float = 1e-3) -> Tensor:
+    """Multi-class focal loss on logits, shaped like ``F.cross_entropy``.
+
+    Args:
+        inputs: logits ``(N, C)`` or ``(N, C, d1, d2, ...)``, C >= 2.
+        targets: class indices ``(N,)`` / ``(N, d1, ...)`` in ``[0, C)``, or ``ignore_index``.
+        alpha: ``None``, a scalar, or one weight per class (alpha_c in the paper).
+        gamma: focusing parameter, >= 0.
+        reduction: ``'none'`` (per-element, ignored elements are 0) | ``'mean'`` (over the
+            non-ignored elements; 0 if there are none) | ``'sum'``.
+        class_weight: optional per-class weights (as ``F.cross_entropy``'s ``weight``).
+        ignore_index: label that contributes neither loss nor gradient.
+        label_smoothing: in [0, 1); the target becomes ``(1 - ls) * onehot + ls / C``.
+        stabilizer, eps: see :mod:`focal_plugin.functional.stabilizer`.
+    """
+    check_logits(inputs)
+    if inputs.ndim < 2 or inputs.shape[1] < 2:
+        raise ValueError(f'inputs must be (N, C, ...) logits with C >= 2 classes, got shape '
+                         f'{tuple(inputs.shape)}')
+    if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.is_complex():
+        raise TypeError('targets must be an integer tensor of class indices')
+    expected = (inputs.shape[0],) + tuple(inputs.shape[2:])
+    if tuple(targets.shape) != expected:
+        raise ValueError(f'targets must have shape {expected} for inputs of shape '
+                         f'{tuple(inputs.shape)}, got {tuple(targets.shape)}')
+    gamma = check_exponent(gamma, 'gamma')
+    check_reduction(reduction)
+    check_stabilizer(stabilizer)
+    eps = check_eps(eps)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}')
+    num_classes = inputs.shape[1]
+    valid = targets != ignore_index
+    if bool(((targets < 0) | (targets >= num_classes))[valid].any()):
+        raise ValueError(f'targets must be class indices in [0, {num_classes}) or '
+                         f'ignore_index={ignore_index}')
+
+    x = inputs.to(compute_dtype(inputs))
+    log_p = F.log_softmax(x, dim=1)
+    factor = modulating_factor(gamma, stabilizer, eps,
+                               base=lambda: 1 - torch.softmax(x, dim=1),
+                               log_base=lambda: log1m_softmax(x, dim=1))
+    q = F.one_hot(torch.where(valid, targets, 0).long(), num_classes).movedim(-1, 1).to(x.dtype)
+    if label_smoothing > 0:
+        q = q * (1 - label_smoothing) + label_smoothing / num_classes
+    per_class = -q * factor * log_p
+    shape = (1, num_classes) + (1,) * (inputs.ndim - 2)
+    for vec in (_class_vector(alpha, num_classes, 'alpha', x),
+                _class_vector(class_weight, num_classes, 'class_weight', x)):
+        if vec is not None:
+            per_class = per_class * vec.view(shape)
+    loss = per_class.sum(dim=1) * valid
+    if reduction == 'mean':
+        return loss.sum() / valid.sum().clamp(min=1)
+    return reduce(loss, reduction)

@@ -1,0 +1,57 @@
+"""mmdet's loss-module contract in one place: reduction override, weight shapes, avg_factor.
+
+Every registered loss computes an element-wise loss with :mod:`focal_plugin.functional` and
+hands it to :func:`weighted_reduce`, which follows ``mmdet.models.losses.weight_reduce_loss``
+(and uses it), with two differences users of mmdet rely on implicitly: a bad weight shape is a
+``ValueError`` naming ``weight`` (mmdet asserts), and an empty loss (zero anchors) reduces to a
+finite 0 with zero gradients (``mean`` of nothing is NaN in PyTorch).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from mmdet.models.losses.utils import weight_reduce_loss
+from torch import Tensor
+
+from ..functional.stabilizer import check_reduction
+
+__all__ = ['resolve_reduction', 'weighted_reduce', 'check_loss_weight']
+
+
+def resolve_reduction(default: str, override: Optional[str]) -> str:
+    if override is None:
+        return default
+    return check_reduction(override)
+
+
+def check_loss_weight(loss_weight: float) -> float:
+    if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)):
+        raise TypeError(f'loss_weight must be a real number, got {type(loss_weight).__name__}')
+    return float(loss_weight)
+
+
+def _match_weight(weight: Tensor, loss: Tensor) -> Tensor:
+    """mmdet's accepted weight shapes: the loss's own, one per sample ``(N,)`` (broadcast
+    over the remaining dims), or the loss flattened ``(N * C,)``."""
+    if weight.shape == loss.shape:
+        return weight
+    if weight.ndim == 1 and loss.ndim >= 1 and weight.numel() == loss.shape[0]:
+        return weight.view((-1,) + (1,) * (loss.ndim - 1))
+    if weight.numel() == loss.numel():
+        return weight.reshape(loss.shape)
+    raise ValueError(f'weight of shape {tuple(weight.shape)} does not fit a loss of shape '
+                     f'{tuple(loss.shape)}: expected {tuple(loss.shape)}, '
+                     f'({loss.shape[0] if loss.ndim else 1},) or ({loss.numel()},)')
+
+
+def weighted_reduce(loss: Tensor, weight: Optional[Tensor], reduction: str,
+                    avg_factor: Optional[float]) -> Tensor:
+    if avg_factor is not None and reduction == 'sum':
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    if weight is not None:
+        if not isinstance(weight, Tensor):
+            raise TypeError(f'weight must be a torch.Tensor, got {type(weight).__name__}')
+        weight = _match_weight(weight, loss).to(loss.dtype)
+    if loss.numel() == 0 and reduction == 'mean' and avg_factor is None:
+        return loss.sum()  # zero anchors: a finite 0 that still belongs to the graph
+    return weight_reduce_loss(loss, weight, reduction, avg_factor)

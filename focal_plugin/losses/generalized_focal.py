@@ -1,0 +1,118 @@
+"""Stable Quality Focal Loss and Varifocal Loss, drop-ins for mmdet's modules."""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch.nn as nn
+from torch import Tensor
+
+from ..functional import quality_focal_loss, varifocal_loss
+from ..functional._common import check_alpha
+from ..functional.stabilizer import (check_eps, check_exponent, check_reduction,
+                                     check_stabilizer)
+from ..registry import register_model
+from ._contract import check_loss_weight, resolve_reduction, weighted_reduce
+
+__all__ = ['StableQualityFocalLoss', 'StableVarifocalLoss']
+
+
+def dense_quality_target(pred: Tensor, target: Tuple[Tensor, Tensor]) -> Tensor:
+    """mmdet's tuple target ``(labels (N,), scores (N,))`` -> the dense (N, C) score map:
+    ``score`` at (i, label_i) for foreground labels, 0 elsewhere (label C is background)."""
+    if len(target) != 2:
+        raise ValueError('a tuple target for QFL must be (labels, scores)')
+    labels, scores = target
+    num, num_classes = pred.shape
+    if labels.shape != (num,) or scores.shape != (num,):
+        raise ValueError(f'labels and scores must both have shape ({num},), got '
+                         f'{tuple(labels.shape)} and {tuple(scores.shape)}')
+    if labels.is_floating_point():
+        raise TypeError(f'labels must be an integer tensor, got {labels.dtype}')
+    if num and bool(((labels < 0) | (labels > num_classes)).any()):
+        raise ValueError(f'labels must be in [0, {num_classes}] ({num_classes} = background)')
+    dense = pred.new_zeros((num, num_classes + 1), dtype=scores.dtype
+                           if scores.is_floating_point() else pred.dtype)
+    dense.scatter_(1, labels.long().unsqueeze(1), scores.to(dense.dtype).unsqueeze(1))
+    return dense[:, :num_classes]
+
+
+@register_model
+class StableQualityFocalLoss(nn.Module):
+    """QFL with a ``stabilizer``; mmdet ``QualityFocalLoss`` contract.
+
+    ``target`` is either mmdet's tuple ``(labels, scores)`` or a dense (N, C) score tensor
+    (both give the same loss). The element-wise loss is summed over classes, then weighted
+    per sample and reduced as mmdet does.
+    """
+
+    def __init__(self,
+                 use_sigmoid: bool = True,
+                 beta: float = 2.0,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 activated: bool = False,
+                 stabilizer: str = 'exact',
+                 eps: float = 1e-3) -> None:
+        super().__init__()
+        if use_sigmoid is not True:
+            raise ValueError('use_sigmoid must be True: only sigmoid QFL is supported')
+        self.use_sigmoid = True
+        self.beta = check_exponent(beta, 'beta')
+        self.reduction = check_reduction(reduction)
+        self.loss_weight = check_loss_weight(loss_weight)
+        self.activated = bool(activated)
+        self.stabilizer = check_stabilizer(stabilizer)
+        self.eps = check_eps(eps)
+
+    def forward(self,
+                pred: Tensor,
+                target: Union[Tensor, Tuple[Tensor, Tensor]],
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        reduction = resolve_reduction(self.reduction, reduction_override)
+        if pred.ndim != 2:
+            raise ValueError(f'pred must be (N, num_classes), got {tuple(pred.shape)}')
+        if not isinstance(target, Tensor):
+            target = dense_quality_target(pred, target)
+        loss = quality_focal_loss(pred, target, self.beta, 'none', activated=self.activated,
+                                  stabilizer=self.stabilizer, eps=self.eps).sum(dim=1)
+        return self.loss_weight * weighted_reduce(loss, weight, reduction, avg_factor)
+
+
+@register_model
+class StableVarifocalLoss(nn.Module):
+    """VFL with a ``stabilizer``; mmdet ``VarifocalLoss`` contract (target: (N, C) scores)."""
+
+    def __init__(self,
+                 use_sigmoid: bool = True,
+                 alpha: float = 0.75,
+                 gamma: float = 2.0,
+                 iou_weighted: bool = True,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 stabilizer: str = 'exact',
+                 eps: float = 1e-3) -> None:
+        super().__init__()
+        if use_sigmoid is not True:
+            raise ValueError('use_sigmoid must be True: only sigmoid varifocal loss exists')
+        self.use_sigmoid = True
+        self.alpha = check_alpha(alpha, allow_disabled=False)
+        self.gamma = check_exponent(gamma, 'gamma')
+        self.iou_weighted = bool(iou_weighted)
+        self.reduction = check_reduction(reduction)
+        self.loss_weight = check_loss_weight(loss_weight)
+        self.stabilizer = check_stabilizer(stabilizer)
+        self.eps = check_eps(eps)
+
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        reduction = resolve_reduction(self.reduction, reduction_override)
+        loss = varifocal_loss(pred, target, self.alpha, self.gamma, self.iou_weighted,
+                              'none', stabilizer=self.stabilizer, eps=self.eps)
+        return self.loss_weight * weighted_reduce(loss, weight, reduction, avg_factor)
+

@@ -1,0 +1,86 @@
+"""Unified Focal Loss (Yeung et al. 2022) and its components as registered modules."""
+from __future__ import annotations
+
+import torch.nn as nn
+from torch import Tensor
+
+from ..functional import asymmetric_focal_loss, focal_tversky_loss, unified_focal_loss
+from ..functional.stabilizer import check_eps, check_exponent, check_stabilizer
+from ..functional.unified_focal import UFL_VARIANTS
+from ..registry import register_model
+from ._contract import check_loss_weight
+
+__all__ = ['UnifiedFocalLoss', 'StableAsymmetricFocalLoss', 'StableFocalTverskyLoss']
+
+
+class _SegmentationLoss(nn.Module):
+    """Shared constructor: validates the paper's hyper-parameters once."""
+
+    def __init__(self, delta: float = 0.6, gamma: float = 0.5, variant: str = 'asymmetric',
+                 ignore_index: int = 255, loss_weight: float = 1.0,
+                 stabilizer: str = 'exact', eps: float = 1e-3, **extra) -> None:
+        super().__init__()
+        if not 0.0 <= delta <= 1.0:
+            raise ValueError(f'delta must be in [0, 1], got {delta}')
+        if not 0.0 <= check_exponent(gamma, 'gamma') <= 1.0:
+            raise ValueError(f'gamma must be in [0, 1] for the unified focal loss, got {gamma}')
+        if variant not in UFL_VARIANTS:
+            raise ValueError(f'variant must be one of {UFL_VARIANTS}, got {variant!r}')
+        self.loss_weight = check_loss_weight(loss_weight)
+        self.kwargs = dict(delta=float(delta), gamma=float(gamma), variant=variant,
+                           ignore_index=int(ignore_index),
+                           stabilizer=check_stabilizer(stabilizer), eps=check_eps(eps),
+                           **extra)
+
+    loss_fn = None  # set by subclasses
+
+    def forward(self, pred: Tensor, target: Tensor, **kwargs) -> Tensor:
+        """``pred``: logits (N, C, H, W) (C = 1: sigmoid, binary); ``target``: labels
+        (N, H, W) or (N, 1, H, W) with 0 = background and ``ignore_index`` skipped. Extra
+        keyword arguments of mmseg/mmdet callers (``weight``, ``avg_factor``...) are not
+        meaningful for a region loss and are rejected if given."""
+        unused = {k: v for k, v in kwargs.items() if v is not None}
+        if unused:
+            raise TypeError(f'{type(self).__name__} does not take {sorted(unused)}')
+        return self.loss_weight * type(self).loss_fn(pred, target, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        return ', '.join(f'{k}={v!r}' for k, v in self.kwargs.items())
+
+
+@register_model
+class UnifiedFocalLoss(_SegmentationLoss):
+    """``weight * focal_Tversky + (1 - weight) * focal`` for imbalanced segmentation.
+
+    Args:
+        variant: 'asymmetric' (default) | 'symmetric'. weight: lambda in [0, 1].
+        delta: 0.6, gamma: 0.5 (the paper's defaults; gamma in [0, 1]).
+        ignore_index: label ignored by both terms. smooth: Tversky smoothing.
+        stabilizer, eps: see :mod:`focal_plugin.functional.stabilizer`.
+    """
+    loss_fn = staticmethod(unified_focal_loss)
+
+    def __init__(self, variant: str = 'asymmetric', weight: float = 0.5, delta: float = 0.6,
+                 gamma: float = 0.5, ignore_index: int = 255, smooth: float = 1e-6,
+                 loss_weight: float = 1.0, stabilizer: str = 'exact',
+                 eps: float = 1e-3) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f'weight (lambda) must be in [0, 1], got {weight}')
+        super().__init__(delta, gamma, variant, ignore_index, loss_weight, stabilizer, eps,
+                         weight=float(weight), smooth=float(smooth))
+
+
+@register_model
+class StableAsymmetricFocalLoss(_SegmentationLoss):
+    """The focal (cross-entropy) component of the unified focal loss on its own."""
+    loss_fn = staticmethod(asymmetric_focal_loss)
+
+
+@register_model
+class StableFocalTverskyLoss(_SegmentationLoss):
+    """The focal Tversky (region) component of the unified focal loss on its own."""
+    loss_fn = staticmethod(focal_tversky_loss)
+
+    def __init__(self, smooth: float = 1e-6, **kwargs) -> None:
+        super().__init__(smooth=float(smooth), **kwargs)
+

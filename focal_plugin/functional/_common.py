@@ -10,7 +10,7 @@ from torch import Tensor
 from .stabilizer import check_reduction
 
 __all__ = ['check_logits', 'check_same_shape', 'check_alpha', 'compute_dtype', 'reduce',
-           'exact_focal_terms', 'log_quality_base']
+           'exact_focal_terms', 'exact_bce_with_logits', 'log_quality_base']
 
 
 def check_logits(inputs: Tensor, name: str = 'inputs') -> None:
@@ -77,8 +77,18 @@ def exact_focal_terms(x: Tensor, t: Tensor, hard: bool) -> Tuple[Tensor, Tensor]
         z = (2 * t - 1) * x
         return F.softplus(-z), -F.softplus(z)
     sp_pos, sp_neg = F.softplus(x), F.softplus(-x)  # -log(1 - p), -log(p)
-    ce = t * sp_neg + (1 - t) * sp_pos
+    ce = exact_bce_with_logits(x, t, (sp_pos, sp_neg))
     return ce, torch.logaddexp(torch.log(t) - sp_pos, torch.log1p(-t) - sp_neg)
+
+
+def exact_bce_with_logits(x: Tensor, t: Tensor,
+                          softplus_pair: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+    """``BCE(x, t) = t * softplus(-x) + (1 - t) * softplus(x)``: a sum of two non-negative
+    terms, so full relative precision even for confident correct predictions (where
+    ``F.binary_cross_entropy_with_logits`` rounds ``log(1 + e^-|x|)``)."""
+    sp_pos, sp_neg = softplus_pair if softplus_pair is not None else (F.softplus(x),
+                                                                      F.softplus(-x))
+    return t * sp_neg + (1 - t) * sp_pos
 
 
 def log_quality_base(x: Tensor, t: Tensor) -> Tensor:

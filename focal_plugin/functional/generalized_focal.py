@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import (check_alpha, check_logits, check_same_shape, compute_dtype,
-                      log_quality_base, reduce)
+                      exact_bce_with_logits, log_quality_base, reduce)
 from .stabilizer import (check_eps, check_exponent, check_reduction, check_stabilizer,
                          modulating_factor)
 
@@ -42,10 +42,12 @@ def _quality_factor(x: Tensor, t: Tensor, exponent: float, stabilizer: str, eps:
                              log_base=lambda: log_quality_base(x, t))
 
 
-def _bce(x: Tensor, t: Tensor, activated: bool) -> Tensor:
+def _bce(x: Tensor, t: Tensor, activated: bool, stabilizer: str) -> Tensor:
     if activated:
         return F.binary_cross_entropy(x, t, reduction='none')
-    return F.binary_cross_entropy_with_logits(x, t, reduction='none')
+    if stabilizer == 'exact':  # the true loss, to full precision (see exact_bce_with_logits)
+        return exact_bce_with_logits(x, t)
+    return F.binary_cross_entropy_with_logits(x, t, reduction='none')  # mmdet's, verbatim
 
 
 def _prepare(inputs: Tensor, targets: Tensor, exponent: float, exponent_name: str,
@@ -76,7 +78,7 @@ def quality_focal_loss(inputs: Tensor,
 
     ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``)."""
     x, t = _prepare(inputs, targets, beta, 'beta', reduction, stabilizer, eps)
-    loss = _bce(x, t, activated) * _quality_factor(x, t, beta, stabilizer, eps, activated)
+    loss = _bce(x, t, activated, stabilizer) * _quality_factor(x, t, beta, stabilizer, eps, activated)
     return reduce(loss, reduction)
 
 
@@ -99,5 +101,5 @@ def varifocal_loss(inputs: Tensor,
     negative_factor = alpha * _quality_factor(x, t_base, gamma, stabilizer, eps, False)
     positive_weight = t * positive if iou_weighted else positive
     focal_weight = positive_weight + negative_factor * (1 - positive)
-    loss = F.binary_cross_entropy_with_logits(x, t, reduction='none') * focal_weight
+    loss = _bce(x, t, False, stabilizer) * focal_weight
     return reduce(loss, reduction)

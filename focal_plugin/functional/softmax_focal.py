@@ -7,9 +7,10 @@ Lin et al., ICCV 2017 (https://arxiv.org/abs/1708.02002), multi-class form:
 with ``q`` the target distribution (one-hot, or label-smoothed ``(1 - ls) * onehot + ls / C``)
 and ``w_c`` the product of the per-class ``alpha`` and ``class_weight``.
 
-Stability: ``log p_c`` is ``log_softmax``; ``log(1 - p_c)`` is the log-sum-exp of the *other*
-classes minus the log-sum-exp of all (see :func:`log1m_softmax`), which stays exact when a
-softmax saturates (where ``1 - p_c`` rounds to 0 and the ``'none'`` form's gradient is NaN).
+Stability: ``p_c = sigmoid(d_c)`` with the margin ``d_c`` of class c over the log-sum-exp of
+the others (:func:`softmax_margin`), so ``'exact'`` takes ``log p_c`` and ``log(1 - p_c)`` as
+logsigmoids of the margin - exact when a softmax saturates, where ``1 - p_c`` rounds to 0 and
+the ``'none'`` form's gradient is NaN.
 """
 from __future__ import annotations
 
@@ -23,29 +24,33 @@ from ._common import check_logits, compute_dtype, reduce
 from .stabilizer import (check_eps, check_exponent, check_reduction, check_stabilizer,
                          modulating_factor)
 
-__all__ = ['softmax_focal_loss', 'log1m_softmax']
+__all__ = ['softmax_focal_loss', 'softmax_margin', 'log1m_softmax']
+
+
+def softmax_margin(logits: Tensor, dim: int = 1) -> Tensor:
+    """Each class's logit minus the log-sum-exp of the *other* classes: ``d_c = x_c - O_c``.
+
+    A softmax probability is a sigmoid of this margin, ``p_c = sigmoid(d_c)``, so
+    ``log p_c = logsigmoid(d_c)`` and ``log(1 - p_c) = logsigmoid(-d_c)`` are both exact where
+    the softmax saturates (``log_softmax`` of a dominant class and ``1 - p_c`` both cancel).
+    For every class but the arg-max, ``O_c = log(sum_j e^(x_j - m) - e^(x_c - m)) + m`` keeps
+    the arg-max's term (>= 1) in the sum, so the subtraction loses no significant digits; for
+    the arg-max itself the other logits' log-sum-exp is taken directly.
+    """
+    top = logits.argmax(dim=dim, keepdim=True)
+    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(dim, top, True)
+    m = logits.amax(dim=dim, keepdim=True).detach()  # any constant shift; detached is exact
+    shifted = torch.exp(logits - m)
+    rest = shifted.sum(dim=dim, keepdim=True) - shifted
+    others = torch.log(torch.where(is_top, torch.ones_like(rest), rest)) + m
+    others_of_top = torch.logsumexp(logits.masked_fill(is_top, -float('inf')), dim=dim,
+                                    keepdim=True)
+    return logits - torch.where(is_top, others_of_top, others)
 
 
 def log1m_softmax(logits: Tensor, dim: int = 1) -> Tensor:
-    """``log(1 - softmax(logits))`` along ``dim``, accurate where the softmax saturates.
-
-    For every class but the arg-max, ``sum_j e^(x_j - m) - e^(x_c - m)`` keeps the arg-max's
-    term (>= 1), so the subtraction loses no significant digits. For the arg-max itself the
-    sum of the others is taken directly (its own logit masked to -inf).
-    """
-    lse = torch.logsumexp(logits, dim=dim, keepdim=True)
-    top = logits.argmax(dim=dim, keepdim=True)
-    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(dim, top, True)
-    m = logits.amax(dim=dim, keepdim=True).detach()
-    shifted = torch.exp(logits - m)
-    total = shifted.sum(dim=dim, keepdim=True)
-    # non-top classes: the others' sum is total - own term, and contains the top term (= 1)
-    safe_rest = torch.where(is_top, torch.ones_like(shifted), total - shifted)
-    log_rest = torch.log(safe_rest) + m
-    # top class: log-sum-exp of all other logits (-inf when there is a single class)
-    others_of_top = torch.logsumexp(logits.masked_fill(is_top, -float('inf')), dim=dim,
-                                    keepdim=True)
-    return torch.where(is_top, others_of_top, log_rest) - lse
+    """``log(1 - softmax(logits))`` along ``dim``, exact where the softmax saturates."""
+    return F.logsigmoid(-softmax_margin(logits, dim))
 
 
 def _class_vector(value: Union[float, Sequence[float], Tensor, None], num_classes: int,
@@ -111,10 +116,15 @@ def softmax_focal_loss(inputs: Tensor,
                          f'ignore_index={ignore_index}')
 
     x = inputs.to(compute_dtype(inputs))
-    log_p = F.log_softmax(x, dim=1)
+    if stabilizer == 'exact':  # the true loss: exact log p and log(1 - p) from the margin
+        margin = softmax_margin(x, dim=1)
+        log_p = F.logsigmoid(margin)
+        forms = dict(log_base=lambda: F.logsigmoid(-margin))
+    else:  # the common formulation, verbatim: log_softmax and 1 - softmax
+        log_p = F.log_softmax(x, dim=1)
+        forms = {}
     factor = modulating_factor(gamma, stabilizer, eps,
-                               base=lambda: 1 - torch.softmax(x, dim=1),
-                               log_base=lambda: log1m_softmax(x, dim=1))
+                               base=lambda: 1 - torch.softmax(x, dim=1), **forms)
     q = F.one_hot(torch.where(valid, targets, 0).long(), num_classes).movedim(-1, 1).to(x.dtype)
     if label_smoothing > 0:
         q = q * (1 - label_smoothing) + label_smoothing / num_classes

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import check_logits, compute_dtype
-from .softmax_focal import log1m_softmax
+from .softmax_focal import softmax_margin
 from .stabilizer import check_eps, check_exponent, check_stabilizer, modulating_factor
 
 __all__ = ['asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss',
@@ -53,10 +53,9 @@ UFL_VARIANTS = ('asymmetric', 'symmetric')
 def _class_log_probs(x: Tensor) -> Tuple[Tensor, Tensor]:
     """``(log p, log(1 - p))`` per class, shape (N, C', ...): one logit channel means a
     sigmoid over (background, foreground), C >= 2 channels a softmax."""
-    if x.shape[1] == 1:
-        return (torch.cat([F.logsigmoid(-x), F.logsigmoid(x)], dim=1),
-                torch.cat([F.logsigmoid(x), F.logsigmoid(-x)], dim=1))
-    return F.log_softmax(x, dim=1), log1m_softmax(x, dim=1)
+    # p_c = sigmoid(margin_c) in both cases (the binary margins are -x and x)
+    margin = torch.cat([-x, x], dim=1) if x.shape[1] == 1 else softmax_margin(x, dim=1)
+    return F.logsigmoid(margin), F.logsigmoid(-margin)
 
 
 def _check(inputs: Tensor, targets: Tensor, delta: float, gamma: float, variant: str,

@@ -67,7 +67,7 @@ fi
 PY=$VENV/bin/python
 pip_install() { "$PY" -m pip install --progress-bar off -c "$CONSTRAINTS" "$@"; }
 
-step "build tools (setuptools<70 for mmcv's setup.py, wheel, ninja)"
+step "build tools (setuptools with pkg_resources for mmcv's setup.py, wheel, ninja)"
 pip_install setuptools wheel ninja
 
 step "torch + torchvision (CUDA-enabled PyPI build; runs on CPU too)"

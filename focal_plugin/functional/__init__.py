@@ -8,11 +8,16 @@ from .generalized_focal import quality_focal_loss, varifocal_loss
 from .sigmoid_focal import sigmoid_focal_loss
 from .softmax_focal import log1m_softmax, softmax_focal_loss, softmax_margin
 from .stabilizer import STABILIZERS, modulating_factor, zero_safe_pow
-from .unified_focal import (UFL_VARIANTS, asymmetric_focal_loss, focal_tversky_loss,
-                            unified_focal_loss)
+from .unified_focal import (
+                            UFL_VARIANTS,
+                            asymmetric_focal_loss,
+                            focal_tversky_loss,
+                            unified_focal_loss,
+)
 
 __all__ = [
-    'STABILIZERS', 'UFL_VARIANTS', 'modulating_factor', 'zero_safe_pow', 'log1m_softmax', 'softmax_margin',
+    'STABILIZERS', 'UFL_VARIANTS', 'modulating_factor', 'zero_safe_pow', 'log1m_softmax',
+    'softmax_margin',
     'sigmoid_focal_loss', 'softmax_focal_loss', 'quality_focal_loss', 'varifocal_loss',
     'asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss',
 ]

@@ -24,10 +24,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (check_alpha, check_logits, check_same_shape, compute_dtype,
-                      exact_bce_with_logits, log_quality_base, reduce)
-from .stabilizer import (check_eps, check_exponent, check_reduction, check_stabilizer,
-                         modulating_factor)
+from ._common import (
+    check_alpha,
+    check_logits,
+    check_same_shape,
+    compute_dtype,
+    exact_bce_with_logits,
+    log_quality_base,
+    reduce,
+)
+from .stabilizer import (
+    check_eps,
+    check_exponent,
+    check_reduction,
+    check_stabilizer,
+    modulating_factor,
+)
 
 __all__ = ['quality_focal_loss', 'varifocal_loss']
 
@@ -78,7 +90,8 @@ def quality_focal_loss(inputs: Tensor,
 
     ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``)."""
     x, t = _prepare(inputs, targets, beta, 'beta', reduction, stabilizer, eps)
-    loss = _bce(x, t, activated, stabilizer) * _quality_factor(x, t, beta, stabilizer, eps, activated)
+    factor = _quality_factor(x, t, beta, stabilizer, eps, activated)
+    loss = _bce(x, t, activated, stabilizer) * factor
     return reduce(loss, reduction)
 
 

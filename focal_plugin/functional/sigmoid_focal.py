@@ -23,10 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (check_alpha, check_logits, check_same_shape, compute_dtype,
-                      exact_focal_terms, reduce)
-from .stabilizer import (check_eps, check_exponent, check_reduction, check_stabilizer,
-                         modulating_factor)
+from ._common import (
+    check_alpha,
+    check_logits,
+    check_same_shape,
+    compute_dtype,
+    exact_focal_terms,
+    reduce,
+)
+from .stabilizer import (
+    check_eps,
+    check_exponent,
+    check_reduction,
+    check_stabilizer,
+    modulating_factor,
+)
 
 __all__ = ['sigmoid_focal_loss']
 

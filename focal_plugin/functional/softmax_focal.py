@@ -21,8 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import check_logits, compute_dtype, reduce
-from .stabilizer import (check_eps, check_exponent, check_reduction, check_stabilizer,
-                         modulating_factor)
+from .stabilizer import (
+    check_eps,
+    check_exponent,
+    check_reduction,
+    check_stabilizer,
+    modulating_factor,
+)
 
 __all__ = ['softmax_focal_loss', 'softmax_margin', 'log1m_softmax']
 

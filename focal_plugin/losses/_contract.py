@@ -13,15 +13,23 @@ from typing import Optional
 from mmdet.models.losses.utils import weight_reduce_loss
 from torch import Tensor
 
-from ..functional.stabilizer import check_reduction
+__all__ = ['resolve_reduction', 'weighted_reduce', 'check_loss_weight',
+           'InvalidReductionError']
 
-__all__ = ['resolve_reduction', 'weighted_reduce', 'check_loss_weight']
+
+class InvalidReductionError(ValueError, AssertionError):
+    """A bad ``reduction_override``. mmdet's losses ``assert`` on it and its test-suite (and
+    user code) expects ``AssertionError``; our standard is a ``ValueError`` naming the
+    argument. Being both keeps the modules drop-in."""
 
 
 def resolve_reduction(default: str, override: Optional[str]) -> str:
     if override is None:
         return default
-    return check_reduction(override)
+    if override not in ('none', 'mean', 'sum'):
+        raise InvalidReductionError(
+            f"reduction_override must be None, 'none', 'mean' or 'sum', got {override!r}")
+    return override
 
 
 def check_loss_weight(loss_weight: float) -> float:

@@ -10,8 +10,7 @@ from torch import Tensor
 
 from ..functional import sigmoid_focal_loss, softmax_focal_loss
 from ..functional._common import check_alpha
-from ..functional.stabilizer import (check_eps, check_exponent, check_reduction,
-                                     check_stabilizer)
+from ..functional.stabilizer import check_eps, check_exponent, check_reduction, check_stabilizer
 from ..registry import register_model
 from ._contract import check_loss_weight, resolve_reduction, weighted_reduce
 

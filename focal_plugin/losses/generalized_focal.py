@@ -8,8 +8,7 @@ from torch import Tensor
 
 from ..functional import quality_focal_loss, varifocal_loss
 from ..functional._common import check_alpha
-from ..functional.stabilizer import (check_eps, check_exponent, check_reduction,
-                                     check_stabilizer)
+from ..functional.stabilizer import check_eps, check_exponent, check_reduction, check_stabilizer
 from ..registry import register_model
 from ._contract import check_loss_weight, resolve_reduction, weighted_reduce
 

@@ -3,8 +3,7 @@ import pytest
 import torch
 from conftest import DTYPES
 
-from focal_plugin.functional import (asymmetric_focal_loss, focal_tversky_loss,
-                                     unified_focal_loss)
+from focal_plugin.functional import asymmetric_focal_loss, focal_tversky_loss, unified_focal_loss
 
 
 def paper_ufl(logits, labels, weight=0.5, delta=0.6, gamma=0.5, symmetric=False, smooth=1e-6):

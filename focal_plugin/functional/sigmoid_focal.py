@@ -55,8 +55,9 @@ def sigmoid_focal_loss(inputs: Tensor,
 
     Args:
         inputs: logits of any shape (floating point).
-        targets: same shape; floats in [0, 1] (hard or soft labels). Integer or bool targets
-            are taken as hard labels and use a cheaper exact path.
+        targets: same shape; floats in [0, 1] (hard or soft labels), or integer/bool 0/1
+            labels. All-0/1 targets take a cheaper exact path (one logsigmoid of the signed
+            logit instead of a log-sum of two branches).
         alpha: weight of the positive class in [0, 1]; ``-1`` (torchvision) or ``None``
             disables the weighting.
         gamma: focusing parameter, >= 0.
@@ -78,9 +79,15 @@ def sigmoid_focal_loss(inputs: Tensor,
     check_stabilizer(stabilizer)
     eps = check_eps(eps)
 
-    hard = not targets.is_floating_point()
-    if hard and bool(((targets != 0) & (targets != 1)).any()):
-        raise ValueError('integer/bool targets must be hard labels 0 or 1')
+    if targets.is_floating_point():
+        # One comparison pass (and one host sync) buys the cheap hard-label path for the
+        # common 0/1 float targets: the soft path needs twice the transcendental work.
+        hard = stabilizer == 'exact' and not activated and bool(
+            ((targets == 0) | (targets == 1)).all())
+    else:
+        hard = True
+        if bool(((targets != 0) & (targets != 1)).any()):
+            raise ValueError('integer/bool targets must be hard labels 0 or 1')
     dtype = compute_dtype(inputs)
     x = inputs.to(dtype)
     t = targets.to(dtype)

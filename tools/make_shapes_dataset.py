@@ -3,7 +3,7 @@
     .venv/bin/python tools/make_shapes_dataset.py --out data/shapes --seed 0
 
 Four shape classes with imbalanced frequencies (circle 50 %, square 30 %, triangle 15 %,
-star 5 %), sizes from small (8 px) to large (~60 % of the image), drawn on textured, noisy
+star 5 %), sizes from small (12 px) to large (~60 % of the image), drawn on textured, noisy
 backgrounds. Deterministic for a seed; a few seconds for the default 600 + 150 images.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def draw_image(rng: np.random.Generator, size: int, max_objects: int):
         label = int(rng.choice(len(CLASSES), p=FREQUENCIES))
         for _attempt in range(10):  # keep objects mostly visible: little overlap
             # log-uniform radius: many small objects, some large ones
-            r = float(np.exp(rng.uniform(np.log(4), np.log(size * 0.3))))
+            r = float(np.exp(rng.uniform(np.log(6), np.log(size * 0.3))))
             cx, cy = rng.uniform(0, size, 2)
             if all(_overlap((cx - r, cy - r, 2 * r, 2 * r), b) < 0.2 for _, b in boxes):
                 break

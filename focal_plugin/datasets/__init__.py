@@ -1,0 +1,6 @@
+"""Datasets of the stress tests (registered on import) and their evaluation metric."""
+from .cifar import CIFAR10AnimalsVehicles
+from .metrics import BinaryAccuracy
+from .mnist import BinaryMNIST, MNISTSegmentation
+
+__all__ = ['BinaryMNIST', 'MNISTSegmentation', 'CIFAR10AnimalsVehicles', 'BinaryAccuracy']

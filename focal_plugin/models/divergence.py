@@ -1,0 +1,224 @@
+"""Record how far a training run gets before its first non-finite step, and stop it there.
+
+The stress tests ask one question per run: how far does training get before the loss (or the
+gradient) turns non-finite? :class:`DivergenceRecorderHook` answers it in
+``work_dir/divergence.json``, which ``tools/sweep.py`` reads; it also keeps the per-epoch
+training loss/accuracy for the loss-curve figures.
+
+Who detects the failure:
+
+* With a ``GradientSanitizerHook(policy='stop')`` on the runner (as in the stress configs),
+  that hook is the detector: it audits the gradients before ``optimizer.step``, does not apply
+  the non-finite update and stops training. This hook then copies the first event (epoch,
+  iteration, kind) from the sanitizer's JSON report and does no checking of its own.
+* Without one, this hook checks after every iteration. The original focal loss with
+  0 < gamma < 1 has a *finite* loss but a NaN gradient once a logit saturates, and
+  ``optimizer.step()`` then writes NaN into the weights; so it checks the loss and the
+  parameters: non-finite parameters after a step mean that step's gradient was non-finite
+  (for SGD/Adam, which propagate it). Under AMP, steps with overflowing gradients are skipped
+  by the loss scaler and leave the parameters finite, so they are (rightly) not failures.
+"""
+import json
+import math
+import os
+import os.path as osp
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.registry import LOOPS
+from mmengine.runner import EpochBasedTrainLoop
+
+from focal_plugin.hooks import GradientSanitizerHook
+from focal_plugin.registry import register_hook
+
+__all__ = ['DivergenceRecorderHook', 'InterruptibleEpochBasedTrainLoop', 'read_divergence']
+
+RESULT_FILE = 'divergence.json'
+
+
+def _finite_or_none(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def read_divergence(work_dir: str, file_name: str = RESULT_FILE):
+    """The record a :class:`DivergenceRecorderHook` wrote in ``work_dir``, or None."""
+    path = osp.join(work_dir, file_name)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _stopping_sanitizer_report(runner):
+    """The JSON report of the runner's GradientSanitizerHook with policy 'stop', if any."""
+    for hook in runner.hooks:
+        if isinstance(hook, GradientSanitizerHook) and hook.policy == 'stop' \
+                and hook.report_file:
+            return osp.join(runner.work_dir, hook.report_file)
+    return None
+
+
+@register_hook
+class DivergenceRecorderHook(Hook):
+    """Record the first non-finite training step (and, alone, detect it and stop training).
+
+    ``work_dir/<file_name>`` (JSON) holds ``status`` ('running', 'completed' or 'diverged'),
+    ``max_epochs``, ``iters_per_epoch``, ``completed_epochs``, ``nonfinite`` (``None`` or
+    ``{'epoch', 'iteration', 'iter_in_epoch', 'reason', 'last_finite_loss'}``, 1-based,
+    iterations counted over the whole run), per-epoch ``train_loss`` / ``train_acc`` means of
+    the completed epochs, the last validation metrics and the dataset's
+    ``positive_fraction``. It is rewritten atomically at every epoch end, at the failure and at
+    the end of training.
+
+    Args:
+        stop: when this hook detects the failure itself (no GradientSanitizerHook with
+            policy 'stop' on the runner), stop training there.
+        file_name: the record's name in ``work_dir``.
+    """
+
+    priority = 'LOW'  # after the optimizer step (in train_step) and after logging
+
+    def __init__(self, stop: bool = True, file_name: str = RESULT_FILE):
+        self.stop = stop
+        self.file_name = file_name
+        self.record = None
+        self._epoch_sums = None
+        self._sanitizer_report = None
+        self._last_finite_loss = None
+
+    # ------------------------------------------------------------------ recording helpers
+    def _write(self, runner):
+        if not is_main_process():
+            return
+        path = osp.join(runner.work_dir, self.file_name)
+        tmp = f'{path}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(self.record, f, indent=1)
+        os.replace(tmp, path)  # readers (the sweep) never see a half-written file
+
+    def _new_record(self, runner):
+        loop = runner.train_loop
+        dataset = loop.dataloader.dataset
+        metainfo = getattr(dataset, 'metainfo', None) or {}
+        return dict(status='running', max_epochs=loop.max_epochs,
+                    iters_per_epoch=len(loop.dataloader), completed_epochs=0, nonfinite=None,
+                    train_loss=[], train_acc=[], val_metrics=None,
+                    positive_fraction=metainfo.get('positive_fraction'))
+
+    # ---------------------------------------------------------------------------- hook API
+    def before_train(self, runner):
+        if self.record is None:  # else restored from a checkpoint by after_load_checkpoint
+            self.record = self._new_record(runner)
+        self.record['max_epochs'] = runner.train_loop.max_epochs  # a resume may extend it
+        self.record['status'] = 'running'
+        self._sanitizer_report = _stopping_sanitizer_report(runner)
+
+    def before_train_epoch(self, runner):
+        self._epoch_sums = dict(loss=0.0, acc=0.0, count=0)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.record['nonfinite'] is not None:
+            return  # the rest of a stopped epoch (with mmengine's own loop) adds nothing
+        loss = outputs.get('loss') if outputs else None
+        loss = None if loss is None else loss.detach()
+        loss_finite = loss is None or _all_finite([loss])
+        if loss_finite and loss is not None:
+            self._last_finite_loss = float(loss)
+        reason = self._failure_reason(runner, loss_finite)
+        if reason is None:
+            self._epoch_sums['loss'] += float(loss) if loss is not None else 0.0
+            self._epoch_sums['acc'] += float(outputs['acc']) if 'acc' in outputs else 0.0
+            self._epoch_sums['count'] += 1
+            return
+        self._record_failure(runner, runner.epoch + 1, runner.iter + 1, reason)
+        runner.logger.warning(
+            f'First non-finite step: epoch {runner.epoch + 1}, iteration {runner.iter + 1} '
+            f'({reason}).' + (' Stopping training.' if self.stop else ''))
+        self._write(runner)
+        if self.stop:
+            runner.train_loop.stop_training = True
+
+    def _failure_reason(self, runner, loss_finite):
+        if self._sanitizer_report is not None:
+            return None  # the sanitizer detects, and stops before the update lands
+        if not loss_finite:
+            return 'non-finite loss'
+        if not _all_finite(p.detach() for p in runner.model.parameters()):
+            return 'non-finite parameters after the optimizer step (non-finite gradient)'
+        return None
+
+    def _record_failure(self, runner, epoch, iteration, reason):
+        iters_per_epoch = self.record['iters_per_epoch']
+        self.record.update(
+            status='diverged', completed_epochs=epoch - 1,
+            nonfinite=dict(epoch=epoch, iteration=iteration,
+                           iter_in_epoch=iteration - (epoch - 1) * iters_per_epoch,
+                           reason=reason, last_finite_loss=self._last_finite_loss))
+
+    def _take_sanitizer_stop(self, runner):
+        """Copy the stop of a GradientSanitizerHook (policy 'stop') from its report."""
+        report = None
+        if self._sanitizer_report and osp.isfile(self._sanitizer_report):
+            with open(self._sanitizer_report) as f:
+                report = json.load(f)
+        if not report or report.get('status') != 'stopped' or not report.get('first_event'):
+            return
+        event = report['first_event']
+        self._record_failure(runner, event['epoch'], event['iter'],
+                             f"GradientSanitizerHook: {event['kind']} ({event['action']})")
+
+    def after_train_epoch(self, runner):
+        if self.record['nonfinite'] is not None:
+            return
+        sums = self._epoch_sums
+        if sums['count']:
+            self.record['train_loss'].append(sums['loss'] / sums['count'])
+            self.record['train_acc'].append(sums['acc'] / sums['count'])
+        self.record['completed_epochs'] = runner.epoch + 1
+        self._write(runner)
+
+    def after_val_epoch(self, runner, metrics=None):
+        if self.record is not None and metrics:
+            self.record['val_metrics'] = {k: _finite_or_none(v) for k, v in metrics.items()
+                                          if isinstance(v, (int, float))}
+            self._write(runner)
+
+    def after_train(self, runner):
+        if self.record['nonfinite'] is None and self._sanitizer_report is not None:
+            self._take_sanitizer_stop(runner)
+        if self.record['nonfinite'] is None:
+            self.record['status'] = 'completed'
+        self._write(runner)
+
+    # A resumed run continues the same record.
+    def before_save_checkpoint(self, runner, checkpoint):
+        checkpoint['divergence_record'] = self.record
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        self.record = checkpoint.get('divergence_record', self.record)
+
+
+@LOOPS.register_module()
+class InterruptibleEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """MMEngine's epoch loop, except that ``stop_training`` set during an iteration (by
+    :class:`DivergenceRecorderHook`, for one) ends the epoch at once instead of after its
+    remaining iterations, which would only push NaN through the network. The interrupted
+    epoch is not completed: no ``after_train_epoch`` (so no ``epoch_N.pth`` of a partial,
+    non-finite epoch), and ``runner.epoch`` stays at it; ``after_train`` still runs.
+    (``GradientSanitizerHook`` ends epochs early on its own, by the same rule.)"""
+
+    def run_epoch(self) -> None:
+        self.runner.call_hook('before_train_epoch')
+        self.runner.model.train()
+        for idx, data_batch in enumerate(self.dataloader):
+            self.run_iter(idx, data_batch)
+            if self.stop_training:
+                return
+        self.runner.call_hook('after_train_epoch')
+        self._epoch += 1

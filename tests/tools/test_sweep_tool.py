@@ -1,0 +1,145 @@
+"""tools/sweep.py end to end: a 2-cell grid (original vs exact loss on a saturating toy set),
+its CSV / figures, resuming, and CLI validation."""
+import csv
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+from focal_plugin.datasets.synthetic import write_synthetic_mnist
+
+torch.set_num_threads(1)
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SWEEP = osp.join(REPO_ROOT, 'tools', 'sweep.py')
+CPU_TEMPLATE = osp.join(REPO_ROOT, 'configs', 'stress', 'mnist_binary',
+                        'lenet_sgd-600e_mnist-t10k-binary_cpu_{mode}.py')
+SEG_TEMPLATE = osp.join(REPO_ROOT, 'configs', 'stress', 'mnist_segmentation',
+                        'unet-c8_sgd-30e_mnist-t10k-seg_cpu_{mode}.py')
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.fixture(scope='module')
+def sweep():
+    # In-process (each cell still trains in its own tools/train.py process): saves the ~9 s
+    # that importing torch + mmdet costs a fresh interpreter on this machine.
+    spec = importlib.util.spec_from_file_location('focal_sweep_tool', SWEEP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_sweep(sweep, capsys, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+
+    def run(*args):
+        code = sweep.main(list(args))
+        return code, capsys.readouterr().out
+    return run
+
+
+@pytest.fixture(scope='module')
+def separable_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('separable'))
+    write_synthetic_mnist(root, split='test', num_samples=40, separable_at=4)
+    return root
+
+
+def grid_args(data_root, work_root, out):
+    return [CPU_TEMPLATE, '--modes', 'none', 'exact', '--gammas', '0.5', '--thresholds', '4',
+            '--noises', '0', '--max-epochs', '6', '--jobs', '2', '--work-root', work_root,
+            '--out', out, '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
+            f'val_dataloader.dataset.data_root={data_root}', 'train_dataloader.batch_size=10',
+            'optim_wrapper.optimizer.lr=0.5']
+
+
+def read_rows(out):
+    with open(osp.join(out, 'results.csv')) as f:
+        return {row['mode']: row for row in csv.DictReader(f)}
+
+
+def test_two_cell_grid_end_to_end_and_resume(tmp_path, separable_root, run_sweep):
+    work_root, out = str(tmp_path / 'runs'), str(tmp_path / 'out')
+    code, stdout = run_sweep(*grid_args(separable_root, work_root, out))
+    assert code == 0, stdout[-3000:]
+    assert 'none/gamma0.5_th4_noise0.0: diverged at epoch' in stdout
+    assert 'exact/gamma0.5_th4_noise0.0: completed (6/6 epochs)' in stdout
+
+    rows = read_rows(out)
+    assert set(rows) == {'none', 'exact'}
+    none, exact = rows['none'], rows['exact']
+    assert (none['gamma'], none['threshold'], none['noise'], none['alpha']) == \
+        ('0.5', '4', '0.0', '0.5')
+    assert none['status'] == 'diverged'
+    assert int(none['completed_epochs']) < 6
+    assert int(none['nonfinite_epoch']) == int(none['completed_epochs']) + 1
+    assert int(none['nonfinite_iter']) >= 1 and none['final_train_acc'] != ''
+    assert exact['status'] == 'completed' and exact['completed_epochs'] == '6'
+    assert exact['nonfinite_iter'] == '' and float(exact['val_accuracy']) == 1.0
+    assert float(exact['positive_fraction']) == pytest.approx(0.5)
+
+    with open(osp.join(out, 'completed_epochs_heatmap.png'), 'rb') as f:
+        assert f.read(8) == PNG_MAGIC
+    curves = json.load(open(osp.join(out, 'curves.json')))
+    assert {c['mode'] for c in curves} == {'none', 'exact'}
+    first_run, = json.load(open(osp.join(out, 'sweep.json')))['invocations']
+    assert first_run['cells'] == 2 and first_run['ran'] == 2 and first_run['failed'] == 0
+    assert first_run['machine']['cpus'] >= 1 and first_run['wall_s'] > 0
+
+    # Resumable: finished cells are skipped and the CSV is rebuilt from their records.
+    code, stdout = run_sweep(*grid_args(separable_root, work_root, out), '--plot', 'curves')
+    assert code == 0, stdout[-3000:]
+    assert '2 already finished, 0 to run' in stdout
+    assert read_rows(out) == rows
+    runs = json.load(open(osp.join(out, 'sweep.json')))['invocations']
+    assert [run['ran'] for run in runs] == [2, 0] and runs[0] == first_run
+    with open(osp.join(out, 'loss_curves.png'), 'rb') as f:
+        assert f.read(8) == PNG_MAGIC
+
+
+def test_dry_run_sets_each_axis_in_both_datasets(tmp_path, run_sweep):
+    code, stdout = run_sweep(CPU_TEMPLATE, '--modes', 'epsilon', '--gammas', '0.1', '0.3',
+                             '--thresholds', '2', '--noises', '0.75', '--seeds', '5',
+                             '--work-root', str(tmp_path), '--dry-run')
+    assert code == 0
+    commands = [line for line in stdout.splitlines() if 'train.py' in line]
+    assert len(commands) == 2
+    first = commands[0]
+    assert 'lenet_sgd-600e_mnist-t10k-binary_cpu_epsilon.py' in first
+    for option in ('model.loss.gamma=0.1', 'train_dataloader.dataset.threshold=2',
+                   'val_dataloader.dataset.threshold=2', 'train_dataloader.dataset.noise=0.75',
+                   'val_dataloader.dataset.noise=0.75', 'randomness.seed=5',
+                   'train_dataloader.dataset.seed=5'):
+        assert option in first
+    assert 'model.loss.stabilizer' not in first  # the {mode} config file sets it
+    assert osp.join(str(tmp_path), 'epsilon', 'gamma0.1_th2_noise0.75_seed5') in first
+
+
+def test_bad_grids_are_rejected(run_sweep, capsys):
+    with pytest.raises(SystemExit) as error:
+        run_sweep(CPU_TEMPLATE, '--thresholds', '9', '--dry-run')
+    assert error.value.code == 2 and 'threshold must be in 0..8' in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="has no 'threshold' argument"):
+        run_sweep(SEG_TEMPLATE, '--thresholds', '1', '--dry-run')
+
+
+def test_dry_run_without_axes_runs_each_mode_config_as_it_is(tmp_path, run_sweep):
+    code, stdout = run_sweep(SEG_TEMPLATE, '--modes', 'none', 'exact',
+                             '--work-root', str(tmp_path), '--dry-run')
+    assert code == 0
+    commands = [line for line in stdout.splitlines() if 'train.py' in line]
+    assert len(commands) == 2
+    assert commands[0].endswith('unet-c8_sgd-30e_mnist-t10k-seg_cpu_none.py --work-dir '
+                                + osp.join(str(tmp_path), 'none', 'config_defaults'))
+    assert '--cfg-options' not in commands[1]
+
+
+def test_one_config_for_all_modes_sets_the_stabilizer(tmp_path, run_sweep):
+    code, stdout = run_sweep(CPU_TEMPLATE.format(mode='exact'), '--modes', 'none',
+                             '--work-root', str(tmp_path), '--dry-run')
+    assert code == 0
+    assert 'model.loss.stabilizer=none' in stdout

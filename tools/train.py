@@ -1,0 +1,124 @@
+"""Train a model from an MMEngine config: MMDetection's ``tools/train.py`` CLI, plus
+``import focal_plugin`` so that configs without ``custom_imports`` find the plugin's losses,
+hooks, models and datasets.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr] [--resume [CKPT]]
+                          [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+
+Works for the stress-test configs (``configs/stress``) and for MMDetection configs: those set
+``default_scope = 'mmdet'``, and the Runner then imports mmdet's modules and builds every
+component from mmdet's registries, as mmdet's own script does.
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+import sys
+
+from mmdet.utils import setup_cache_size_limit_of_dynamo
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+# Run from a checkout without installing: make the repository's package importable.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import focal_plugin  # noqa: E402,F401  (registers the plugin's classes)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model (focal_plugin / MMDetection)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--amp', action='store_true', default=False,
+                        help='enable automatic-mixed-precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='enable automatically scaling LR.')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='If specify checkpoint path, resume from it, while if not specify, try to auto '
+        'resume from the latest checkpoint in the work directory.')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy '
+        'format will be merged into config file. If the value to be overwritten is a list, '
+        'it should be like key="[a,b]" or key=a,b It also allows nested list/tuple values, '
+        'e.g. key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no '
+        'white space is allowed.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_config(args) -> Config:
+    """Load the config and apply the command line to it, exactly like mmdet's script."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir: CLI > config > ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_wrapper == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in your config.', logger='current',
+                      level=logging.WARNING)
+        else:
+            if optim_wrapper != 'OptimWrapper':
+                raise ValueError('`--amp` is only supported when the optimizer wrapper type is '
+                                 f'`OptimWrapper` but got {optim_wrapper}.')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' in cfg and 'enable' in cfg.auto_scale_lr \
+                and 'base_batch_size' in cfg.auto_scale_lr:
+            cfg.auto_scale_lr.enable = True
+        else:
+            raise RuntimeError('Can not find "auto_scale_lr" or "auto_scale_lr.enable" or '
+                               '"auto_scale_lr.base_batch_size" in your configuration file.')
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def allow_loading_mmengine_checkpoints(cfg) -> None:
+    """Let ``--resume`` / ``load_from`` read MMEngine checkpoints under torch >= 2.6.
+
+    MMEngine 0.10 checkpoints hold Python objects (the message hub's ``HistoryBuffer``s, numpy
+    scalars) that ``torch.load``'s default since torch 2.6, ``weights_only=True``, refuses, and
+    MMEngine does not pass ``weights_only`` itself. Restore the old default, but only when the
+    user asks to load a checkpoint, i.e. one they trust.
+    """
+    if cfg.get('resume') or cfg.get('load_from'):
+        os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # Reduce the number of repeated compilations and improve training speed (as mmdet does).
+    setup_cache_size_limit_of_dynamo()
+    cfg = build_config(args)
+    allow_loading_mmengine_checkpoints(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+    return runner
+
+
+if __name__ == '__main__':
+    main()

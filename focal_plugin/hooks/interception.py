@@ -1,0 +1,71 @@
+"""Instance-level method replacement, and the means to end an epoch early.
+
+MMEngine has no hook stage between ``backward`` and ``optimizer.step`` (``update_params`` does
+backward, clip, step and zero_grad inside the model's ``train_step``). The hook therefore
+replaces ``step``/``update_params`` on the optim wrapper *instances* of the runner. An instance
+attribute shadows the class method, so only this runner's wrappers are affected, gradient
+accumulation and ``clip_grad`` keep working (the original ``step`` still does both), and
+everything is undone after training.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+__all__ = ['InstancePatches', 'StopTrainingNow', 'make_epoch_interruptible']
+
+_MISSING = object()
+
+
+class InstancePatches:
+    """Replace bound methods on individual objects and undo all replacements at once."""
+
+    def __init__(self) -> None:
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def replace(self, obj: Any, name: str, make: Callable[[Callable], Callable]) -> None:
+        """``obj.name = make(original)``, where ``original`` is the currently bound method."""
+        original = getattr(obj, name)
+        previous = vars(obj).get(name, _MISSING)
+        setattr(obj, name, make(original))
+        self._undo.append((obj, name, previous))
+
+    def undo_all(self) -> None:
+        for obj, name, previous in reversed(self._undo):
+            if previous is _MISSING:
+                vars(obj).pop(name, None)
+            else:
+                setattr(obj, name, previous)
+        self._undo.clear()
+
+    def __len__(self) -> int:
+        return len(self._undo)
+
+
+class StopTrainingNow(Exception):
+    """Ends the current epoch of an epoch-based loop at once (caught by the patched
+    ``run_epoch``). Only raised where that patch is installed."""
+
+
+def make_epoch_interruptible(loop: Any, patches: InstancePatches) -> bool:
+    """Let :class:`StopTrainingNow` end ``loop``'s current epoch.
+
+    ``EpochBasedTrainLoop`` only looks at ``stop_training`` between epochs, so a stop decided
+    at iteration 10 of a 7000-iteration COCO epoch would otherwise train (frozen) to its end.
+    The remaining hooks of the interrupted iteration and ``after_train_epoch`` are skipped (no
+    misleading ``epoch_N.pth`` for a partial epoch); ``after_train`` still runs.
+    Returns False for loops without ``run_epoch`` (``IterBasedTrainLoop`` checks
+    ``stop_training`` after every iteration, so it needs no patch).
+    """
+    if not callable(getattr(loop, 'run_epoch', None)):
+        return False
+
+    def make(original):
+        def run_epoch_interruptible(*args, **kwargs):
+            try:
+                return original(*args, **kwargs)
+            except StopTrainingNow:
+                loop.stop_training = True
+        return run_epoch_interruptible
+
+    patches.replace(loop, 'run_epoch', make)
+    return True

@@ -1,0 +1,202 @@
+"""The hook's outputs for people: a readable log summary and a JSON report in ``work_dir``.
+
+An *event* is a plain dict assembled by the hook (see ``docs/hook.md`` for the format)::
+
+    dict(iter=8, epoch=1, kind='gradient', action='skipped', optim_wrapper='',
+         reason='...', ranks=[dict(rank=0, nonfinite_tensors=[...], loss_terms={...},
+                                   grad_norm_per_module={...}, batch=[...],
+                                   localization={...}), ...],
+         ranks_with_nonfinite=[0], ...)
+
+``iter`` and ``epoch`` are 1-based, as in MMEngine's log lines (``Iter(train) [8/20]``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+from typing import Any
+
+from .finite_check import json_number
+
+__all__ = ['format_event', 'format_counters', 'JsonReport', 'KIND_TEXT', 'ACTION_TEXT']
+
+KIND_TEXT = {
+    'gradient': 'non-finite gradients',
+    'loss': 'non-finite loss (gradients finite)',
+    'parameter': 'non-finite parameters/buffers after the update',
+    'checkpoint': 'checkpoint with non-finite parameters/buffers',
+}
+ACTION_TEXT = {
+    'warned': 'update applied (policy warn)',
+    'skipped': 'update skipped',
+    'sanitized': 'NaN/Inf gradient entries set to 0, update applied',
+    'stopped': 'training stopped',
+    'raised': 'raising an error',
+    'refused': 'checkpoint NOT saved',
+}
+_TENSOR_WHAT = {
+    'gradient': 'parameter gradient(s)',
+    'loss': 'parameter gradient(s)',
+    'parameter': 'parameter/buffer tensor(s)',
+    'checkpoint': 'parameter/buffer tensor(s)',
+}
+
+
+def format_counters(counters: dict) -> str:
+    return ('events={events} skipped={skipped} sanitized={sanitized} warned={warned} '
+            'amp_overflow={amp_overflow} escalations={escalations} '
+            'refused_checkpoints={refused_checkpoints}').format(**counters)
+
+
+def _batch_text(batch: list[dict], limit: int) -> str:
+    labels = []
+    for sample in batch[:limit]:
+        label = next((str(sample[k]) for k in ('img_path', 'img_id', 'sample_idx', 'file_name')
+                      if k in sample), None)
+        labels.append(label if label is not None else json.dumps(sample)[:80])
+    more = f' (+{len(batch) - limit} more)' if len(batch) > limit else ''
+    return ', '.join(labels) + more
+
+
+def _norms_text(norms: dict) -> str:
+    parts = []
+    for module, info in norms.items():
+        norm = info['norm']
+        text = f'{module}={norm:.3e}' if isinstance(norm, float) else f'{module}={norm}'
+        if info['nonfinite_tensors']:
+            finite = info['finite_norm']
+            text += (f" (finite part {finite:.3e}, {info['nonfinite_tensors']}/"
+                     f"{info['tensors']} tensors non-finite)")
+        parts.append(text)
+    return ', '.join(parts)
+
+
+def format_event(event: dict, counters: dict, report_path: str | None,
+                 max_listed: int = 10) -> str:
+    """A multi-line, human-readable summary of one event."""
+    kind = event['kind']
+    where = f" in optim wrapper '{event['optim_wrapper']}'" if event.get('optim_wrapper') else ''
+    lines = [
+        f"GradientSanitizerHook: {KIND_TEXT.get(kind, kind)} at iter {event['iter']} "
+        f"(epoch {event['epoch']}){where} -> {ACTION_TEXT.get(event['action'], event['action'])}"
+    ]
+    if event.get('reason'):
+        lines.append(f"  why: {event['reason']}")
+    multi_rank = len(event.get('ranks', [])) > 1
+    listed_names: list[str] | None = None
+    for info in event.get('ranks', []):
+        prefix = f"  [rank {info['rank']}] " if multi_rank else '  '
+        tensors = info.get('nonfinite_tensors', [])
+        if tensors:
+            names = [t['name'] for t in tensors]
+            what = _TENSOR_WHAT.get(kind, 'tensor(s)')
+            if names == listed_names:
+                lines.append(f'{prefix}the same {len(tensors)} {what} with NaN/Inf as above')
+            else:
+                shown = min(len(tensors), max_listed)
+                lines.append(f'{prefix}{len(tensors)} {what} with NaN/Inf'
+                             + (f' (first {shown})' if shown < len(tensors) else '') + ':')
+                for t in tensors[:shown]:
+                    lines.append(f"{prefix}  {t['name']}  [module {t['module']}]  "
+                                 f"NaN={t['nan']} +Inf={t['posinf']} -Inf={t['neginf']} "
+                                 f"of {t['numel']}")
+                listed_names = names
+        elif kind in ('gradient', 'loss'):
+            lines.append(f'{prefix}all local gradients finite')
+        terms = info.get('loss_terms')
+        if terms:
+            lines.append(f'{prefix}non-finite loss terms: '
+                         + ', '.join(f'{k}={v}' for k, v in terms.items()))
+        elif kind in ('gradient', 'loss') and 'loss_terms' in info:
+            lines.append(f'{prefix}loss terms finite')
+        if info.get('grad_norm_per_module'):
+            norms = _norms_text(info['grad_norm_per_module'])
+            lines.append(f'{prefix}grad norm per module: {norms}')
+        if info.get('batch'):
+            lines.append(f"{prefix}batch: {_batch_text(info['batch'], max_listed)}")
+        localization = info.get('localization')
+        if localization:
+            text = localization.get('conclusion') or localization.get('error')
+            lines.append(f'{prefix}localization (replay): {text}')
+    for key, label in (('sanitized_entries', 'gradient entries set to 0'),
+                       ('loss_scale', 'AMP loss scale'),
+                       ('checkpoint', 'checkpoint'),
+                       ('restored_buffers', 'buffers restored')):
+        if event.get(key) not in (None, [], 0):
+            value = event[key]
+            if isinstance(value, list):
+                value = f'{len(value)} ({", ".join(value[:3])}{", ..." if len(value) > 3 else ""})'
+            lines.append(f'  {label}: {value}')
+    lines.append(f'  totals: {format_counters(counters)}')
+    if report_path:
+        lines.append(f'  full report: {report_path}')
+    return '\n'.join(lines)
+
+
+def _json_ready(obj: Any) -> Any:
+    """Recursively replace NaN/Inf floats (invalid JSON) by strings."""
+    if isinstance(obj, float):
+        return json_number(obj)
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    return obj
+
+
+class JsonReport:
+    """The JSON report file, rewritten atomically after each change (rank 0 only)."""
+
+    FORMAT = 'focal_plugin.GradientSanitizerHook.report'
+    VERSION = 1
+
+    def __init__(self, path: str, config: dict, world_size: int, max_events: int,
+                 enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        self.max_events = max_events
+        self.data: dict = dict(
+            format=self.FORMAT, version=self.VERSION, status='running', config=config,
+            world_size=world_size, counters={}, first_event=None, events=[],
+            events_not_listed=0, amp_overflows=[], amp_overflows_not_listed=0,
+            last_good_checkpoint=None)
+
+    def load_events(self, path: str) -> None:
+        """On resume: keep the events already reported by the interrupted run."""
+        if not self.enabled or not osp.isfile(path):
+            return
+        try:
+            with open(path) as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            return
+        for key in ('first_event', 'events', 'events_not_listed', 'amp_overflows',
+                    'amp_overflows_not_listed', 'last_good_checkpoint'):
+            if key in previous:
+                self.data[key] = previous[key]
+
+    def add_event(self, event: dict) -> None:
+        if self.data['first_event'] is None:
+            self.data['first_event'] = event
+        if len(self.data['events']) < self.max_events:
+            self.data['events'].append(event)
+        else:
+            self.data['events_not_listed'] += 1
+
+    def add_overflow(self, record: dict) -> None:
+        if len(self.data['amp_overflows']) < self.max_events:
+            self.data['amp_overflows'].append(record)
+        else:
+            self.data['amp_overflows_not_listed'] += 1
+
+    def write(self, counters: dict, **fields: Any) -> None:
+        self.data['counters'] = dict(counters)
+        self.data.update(fields)
+        if not self.enabled:
+            return
+        os.makedirs(osp.dirname(osp.abspath(self.path)), exist_ok=True)
+        tmp = f'{self.path}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(_json_ready(self.data), f, indent=2, allow_nan=False)
+        os.replace(tmp, self.path)

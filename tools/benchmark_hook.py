@@ -11,10 +11,14 @@ Variants are interleaved step by step, in a shuffled order each round, so that d
 other processes on shared cores) hits all of them alike. Each step is timed twice: thread CPU
 time (what the step costs; insensitive to the process being descheduled on a shared machine)
 and wall-clock time. Reported: median step times, the overhead vs ``no hook`` as the median
-over rounds of the paired ratio with a bootstrap 95% interval, and, separately, the cost of the
-audit itself (the fused check on this model's gradients, timed in isolation).
+over rounds of the paired ratio with a bootstrap 95% interval; the hook's own CPU time per
+step, measured inside the 'hook' steps (its iteration methods plus its patched ``step`` and
+``update_params`` minus the originals they call), which is the precise figure; and the cost of
+the audit itself (the fused check on this model's gradients, timed in isolation).
 
-    OMP_NUM_THREADS=1 python tools/benchmark_hook.py --out results/hook_overhead.md
+    OMP_NUM_THREADS=1 python tools/benchmark_hook.py --rounds 200 --out results/hook_overhead.md
+    OMP_NUM_THREADS=1 python tools/benchmark_hook.py --rounds 60 --image-size 256 \
+        --out results/hook_overhead.md --append
 """
 from __future__ import annotations
 

@@ -60,3 +60,7 @@ default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(by_epoch=False, interval=max_iters))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
+
+# Audit every update; 'warn' records non-finite gradients (report in work_dir) without
+# changing training, so the stock run shows what it would do on its own.
+custom_hooks = [dict(type='GradientSanitizerHook', policy='warn')]

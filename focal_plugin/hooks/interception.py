@@ -9,6 +9,7 @@ everything is undone after training.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 __all__ = ['InstancePatches', 'StopTrainingNow', 'make_epoch_interruptible']
@@ -26,7 +27,10 @@ class InstancePatches:
         """``obj.name = make(original)``, where ``original`` is the currently bound method."""
         original = getattr(obj, name)
         previous = vars(obj).get(name, _MISSING)
-        setattr(obj, name, make(original))
+        # Keep the original's attributes: e.g. MMEngine's parameter schedulers mark the
+        # wrapper's ``step`` with ``_with_counter`` and warn ("optimizer.step() has been
+        # overridden") when the mark is missing.
+        setattr(obj, name, functools.update_wrapper(make(original), original))
         self._undo.append((obj, name, previous))
 
     def undo_all(self) -> None:

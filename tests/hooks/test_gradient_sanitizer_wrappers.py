@@ -123,3 +123,17 @@ def test_optim_wrapper_dict_audits_each_wrapper(work_dir):
     before, after = record.states[2], record.states[3]
     assert torch.equal(before['head.weight'], after['head.weight'])  # head update dropped
     assert not torch.equal(before['neck.0.weight'], after['neck.0.weight'])  # body applied
+
+
+def test_parameter_schedulers_see_an_unmodified_step(tmp_path):
+    """MMEngine's schedulers mark ``optim_wrapper.step`` with ``_with_counter`` and warn
+    ("optimizer.step() has been overridden ...") when the mark is gone; the hook's
+    replacement keeps it, and the scheduler still counts steps."""
+    import warnings
+    runner = make_runner(str(tmp_path), hook=dict(type='GradientSanitizerHook'), max_iters=3,
+                         param_scheduler=dict(type='LinearLR', start_factor=0.5,
+                                              by_epoch=False, begin=0, end=3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        runner.train()
+    assert not [w for w in caught if 'has been overridden' in str(w.message)]

@@ -102,3 +102,26 @@ def test_shapes_retinanet_trains_and_evaluates(tiny_shapes, tmp_path):
     assert 'coco/bbox_mAP' in metrics and 'coco/bbox_mAP_50' in metrics
     assert 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
     assert os.path.exists(os.path.join(str(tmp_path), 'iter_2.pth'))
+
+
+def test_mmdet_own_train_script_runs_a_plugin_config(tiny_shapes, tmp_path):
+    """mmdet's packaged tools/train.py knows nothing of focal_plugin: custom_imports loads it."""
+    import subprocess
+    import sys
+
+    import mmdet
+    script = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    config = os.path.join(ROOT, 'configs', 'retinanet',
+                          'retinanet_r18_fpn_shapes-cpu_stable-exact-g0.5.py')
+    root = tiny_shapes + '/'
+    out = subprocess.run(
+        [sys.executable, script, config, '--work-dir', str(tmp_path), '--cfg-options',
+         f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+         f'test_dataloader.dataset.data_root={root}', f'val_evaluator.ann_file={root}val.json',
+         'train_dataloader.batch_size=2', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+         'default_hooks.checkpoint.interval=2'],
+        capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert os.path.exists(os.path.join(str(tmp_path), 'iter_2.pth'))
+    assert 'StableFocalLoss' in out.stdout + out.stderr  # the printed config uses our loss

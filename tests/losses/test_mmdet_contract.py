@@ -162,7 +162,8 @@ def test_saturated_logits_nan_in_mmdet_finite_in_ours(loss_cfg):
     grads = {}
     for name in (loss_cfg['type'], 'Stable' + loss_cfg['type']):
         x = pred.clone().requires_grad_(True)
-        MODELS.build(dict(loss_cfg, type=name))(x, target).backward()
+        # scope-qualified: earlier Runner tests may leave another default scope current
+        MODELS.build(dict(loss_cfg, type=f'mmdet.{name}'))(x, target).backward()
         grads[name] = x.grad
     assert not torch.isfinite(grads[loss_cfg['type']]).all()
     assert torch.isfinite(grads['Stable' + loss_cfg['type']]).all()

@@ -37,6 +37,7 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),  # iteration-based loop
     dataset=dict(data_root=data_root, ann_file='train.json', data_prefix=dict(img='train/'),
                  metainfo=dict(classes=classes), pipeline=train_pipeline))
 val_dataloader = dict(
@@ -55,7 +56,8 @@ param_scheduler = [
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[240],
          gamma=0.1),
 ]
-optim_wrapper = dict(optimizer=dict(lr=0.01))
+# From scratch, AdamW converges much faster than the COCO recipe's SGD in a few hundred steps.
+optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, weight_decay=0.05))
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(by_epoch=False, interval=max_iters))
 log_processor = dict(by_epoch=False)

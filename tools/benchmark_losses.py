@@ -41,7 +41,7 @@ def ours(stabilizer, hard):
 VARIANTS = {
     'torchvision': torchvision_loss,
     'mmdet py_sigmoid_focal_loss': mmdet_loss,
-    'ours exact (int one-hot targets)': ours('exact', True),
+    'ours exact (bool one-hot targets, as StableFocalLoss)': ours('exact', True),
     'ours exact (float targets)': ours('exact', False),
     'ours epsilon': ours('epsilon', False),
     'ours none': ours('none', False),
@@ -85,7 +85,7 @@ def main() -> None:
     for size_name, (n, c) in SIZES.items():
         x = (torch.randn(n, c) * 3).requires_grad_(True)
         labels = torch.randint(0, c + 1, (n,))
-        t_int = F.one_hot(labels, c + 1)[:, :c]
+        t_int = F.one_hot(labels, c + 1)[:, :c].bool()
         t_float = t_int.float()
         times = {name: [] for name in VARIANTS}
         for fn in VARIANTS.values():  # warm-up

@@ -63,19 +63,16 @@ def reduce(loss: Tensor, reduction: str) -> Tensor:
     raise AssertionError('unreachable')
 
 
-def exact_focal_terms(x: Tensor, t: Tensor, hard: bool) -> Tuple[Tensor, Tensor]:
+def exact_focal_terms(x: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:
     """``(BCE(x, t), log(1 - p_t))``, both to full relative precision for every finite logit.
 
     ``F.binary_cross_entropy_with_logits`` loses the digits of a confident correct prediction
     (``log(1 + e^-20)`` rounds to 0 in float32, and its backward ``sigmoid(x) - t`` cancels), so
     the cross-entropy is written with softplus: ``t * softplus(-x) + (1 - t) * softplus(x)``.
     ``1 - p_t = t * sigmoid(-x) + (1 - t) * sigmoid(x)`` is a sum of two positive terms, taken in
-    log space so it never rounds to ``log 0``. For hard targets both collapse to one signed
-    logit ``z = (2t - 1) * x``: ``BCE = softplus(-z)``, ``log(1 - p_t) = -softplus(z)``.
+    log space so it never rounds to ``log 0`` (hard 0/1 targets have a cheaper form, see
+    :func:`.sigmoid_focal.sigmoid_focal_loss`).
     """
-    if hard:
-        z = (2 * t - 1) * x
-        return F.softplus(-z), -F.softplus(z)
     sp_pos, sp_neg = F.softplus(x), F.softplus(-x)  # -log(1 - p), -log(p)
     ce = exact_bce_with_logits(x, t, (sp_pos, sp_neg))
     return ce, torch.logaddexp(torch.log(t) - sp_pos, torch.log1p(-t) - sp_neg)

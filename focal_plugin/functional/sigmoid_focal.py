@@ -42,6 +42,23 @@ from .stabilizer import (
 __all__ = ['sigmoid_focal_loss']
 
 
+def _hard_labels(targets: Tensor, detect_in_floats: bool) -> Optional[Tensor]:
+    """Targets as a bool mask of positives when they are hard labels, else None.
+
+    Bool targets are used as they are; integer targets must be 0/1 (ValueError otherwise). For
+    float targets one comparison pass (and one host sync) finds out whether they are all 0/1,
+    which buys the cheaper hard-label path; only worth it where that path exists."""
+    if targets.dtype == torch.bool:
+        return targets
+    if not targets.is_floating_point():
+        if bool(((targets != 0) & (targets != 1)).any()):
+            raise ValueError('integer targets must be hard labels 0 or 1')
+        return targets.bool()
+    if detect_in_floats and bool(((targets == 0) | (targets == 1)).all()):
+        return targets.bool()
+    return None
+
+
 def sigmoid_focal_loss(inputs: Tensor,
                        targets: Tensor,
                        alpha: Optional[float] = 0.25,
@@ -79,17 +96,21 @@ def sigmoid_focal_loss(inputs: Tensor,
     check_stabilizer(stabilizer)
     eps = check_eps(eps)
 
-    if targets.is_floating_point():
-        # One comparison pass (and one host sync) buys the cheap hard-label path for the
-        # common 0/1 float targets: the soft path needs twice the transcendental work.
-        hard = stabilizer == 'exact' and not activated and bool(
-            ((targets == 0) | (targets == 1)).all())
-    else:
-        hard = True
-        if bool(((targets != 0) & (targets != 1)).any()):
-            raise ValueError('integer/bool targets must be hard labels 0 or 1')
+    exact_logits = stabilizer == 'exact' and not activated
+    positive = _hard_labels(targets, detect_in_floats=exact_logits)
     dtype = compute_dtype(inputs)
     x = inputs.to(dtype)
+    if exact_logits and positive is not None:
+        # Hard labels: 1 - p_t = sigmoid(-u) and BCE = softplus(-u) with the signed logit
+        # u = x for positives, -x for negatives. A handful of element-wise passes, fewer
+        # than torchvision's formula.
+        u = torch.where(positive, x, -x)
+        factor = modulating_factor(gamma, stabilizer, eps, base=lambda: torch.sigmoid(-u),
+                                   log_base=lambda: -F.softplus(u))
+        loss = F.softplus(-u) * factor
+        if alpha is not None:
+            loss = loss * torch.where(positive, x.new_tensor(alpha), x.new_tensor(1 - alpha))
+        return reduce(loss, reduction)
     t = targets.to(dtype)
 
     def one_minus_p_t() -> Tensor:  # torchvision's expression, kept verbatim for 'none'
@@ -104,7 +125,7 @@ def sigmoid_focal_loss(inputs: Tensor,
     elif stabilizer == 'exact':
         # 'exact' means the true loss: a full-precision cross-entropy goes with the exact
         # factor (torchvision's BCE is off by up to 1% at confident logits, see the helper).
-        ce, log_base = exact_focal_terms(x, t, hard)
+        ce, log_base = exact_focal_terms(x, t)
         forms = dict(log_base=lambda: log_base)
     else:  # 'none' / 'epsilon' are torchvision's formula (+ eps), verbatim
         ce = F.binary_cross_entropy_with_logits(x, t, reduction='none')

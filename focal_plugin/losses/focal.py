@@ -19,7 +19,8 @@ __all__ = ['StableFocalLoss', 'StableSoftmaxFocalLoss']
 
 def index_to_onehot(pred: Tensor, target: Tensor) -> Tensor:
     """mmdet's label convention: ``target`` (N,) in ``[0, C]``, where ``C`` (num_classes) is
-    the background, becomes an integer one-hot (N, C) with an all-zero background row."""
+    the background, becomes a bool one-hot (N, C) with an all-False background row (bool:
+    the loss knows without another pass that these are hard labels)."""
     if pred.ndim != 2:
         raise ValueError(f'with index targets, pred must be (N, num_classes), got shape '
                          f'{tuple(pred.shape)}')
@@ -31,7 +32,7 @@ def index_to_onehot(pred: Tensor, target: Tensor) -> Tensor:
     if target.numel() and bool(((target < 0) | (target > num_classes)).any()):
         raise ValueError(f'target labels must be in [0, {num_classes}] ({num_classes} = '
                          f'background), got min {int(target.min())}, max {int(target.max())}')
-    return F.one_hot(target.long(), num_classes + 1)[:, :num_classes]
+    return F.one_hot(target.long(), num_classes + 1)[:, :num_classes].bool()
 
 
 @register_model

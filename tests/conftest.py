@@ -20,3 +20,11 @@ DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 @pytest.fixture
 def saturating_logits():
     return torch.tensor(SATURATING_LOGITS)
+
+
+def loss_and_grad(fn, x, target, **kwargs):
+    """``(loss, d loss.sum() / d x)`` of ``fn(x, target, **kwargs)`` on a fresh leaf copy of x."""
+    x = x.detach().clone().requires_grad_(True)
+    loss = fn(x, target, **kwargs)
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad

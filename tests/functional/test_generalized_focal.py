@@ -1,17 +1,10 @@
 """QFL / VFL: saturated logits, the cusp sigmoid(x) == score, float64 references."""
 import pytest
 import torch
-from conftest import DTYPES, GAMMAS, SATURATING_LOGITS
+from conftest import DTYPES, GAMMAS, SATURATING_LOGITS, loss_and_grad
 from reference import map_elements, quality_elem, varifocal_elem
 
 from focal_plugin.functional import quality_focal_loss, varifocal_loss
-
-
-def loss_and_grad(fn, x, t, **kwargs):
-    x = x.detach().clone().requires_grad_(True)
-    loss = fn(x, t, **kwargs)
-    (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), grad
 
 
 @pytest.mark.parametrize('stabilizer', ['exact', 'epsilon'])

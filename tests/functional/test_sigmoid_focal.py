@@ -1,21 +1,19 @@
 """Sigmoid focal loss: stability at the hard points, float64 references, torchvision parity."""
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DTYPES, GAMMAS, SATURATING_LOGITS
+from conftest import DTYPES, GAMMAS, SATURATING_LOGITS, loss_and_grad
 from reference import focal_elem, map_elements
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
 from focal_plugin.functional import sigmoid_focal_loss
 
+grad_of = partial(loss_and_grad, sigmoid_focal_loss)  # (loss, d loss.sum() / d x)
+
 TARGETS = {'negative': 0.0, 'positive': 1.0, 'soft': 0.3}
 
-
-def loss_and_grad(x, t, **kwargs):
-    x = x.detach().clone().requires_grad_(True)
-    loss = sigmoid_focal_loss(x, t, **kwargs)
-    (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), grad
 
 
 @pytest.mark.parametrize('stabilizer', ['exact', 'epsilon'])
@@ -25,7 +23,7 @@ def loss_and_grad(x, t, **kwargs):
 def test_finite_everywhere(stabilizer, dtype, gamma, target):
     x = torch.tensor(SATURATING_LOGITS, dtype=dtype)
     t = torch.full_like(x, target)
-    loss, grad = loss_and_grad(x, t, alpha=0.25, gamma=gamma, stabilizer=stabilizer)
+    loss, grad = grad_of(x, t, alpha=0.25, gamma=gamma, stabilizer=stabilizer)
     assert torch.isfinite(loss).all(), loss
     assert torch.isfinite(grad).all(), grad
     assert grad.dtype == dtype
@@ -35,10 +33,10 @@ def test_finite_everywhere(stabilizer, dtype, gamma, target):
 @pytest.mark.parametrize('x, target', [(20.0, 1.0), (-20.0, 0.0), (100.0, 1.0),
                                        (-1e4, 0.0)])
 def test_none_reproduces_the_published_nan(gamma, x, target):
-    _, grad = loss_and_grad(torch.tensor([x]), torch.tensor([target]), gamma=gamma,
+    _, grad = grad_of(torch.tensor([x]), torch.tensor([target]), gamma=gamma,
                             stabilizer='none')
     assert torch.isnan(grad).all()
-    _, grad = loss_and_grad(torch.tensor([x]), torch.tensor([target]), gamma=gamma,
+    _, grad = grad_of(torch.tensor([x]), torch.tensor([target]), gamma=gamma,
                             stabilizer='exact')
     assert torch.isfinite(grad).all()
 
@@ -50,7 +48,7 @@ def test_where_the_original_form_breaks_in_float32():
     and only fails where sigmoid underflows."""
     x = torch.tensor([16.62, 16.66, -17.32, -17.34])
     t = torch.tensor([1.0, 1.0, 0.0, 0.0])
-    _, grad = loss_and_grad(x, t, gamma=0.5, stabilizer='none')
+    _, grad = grad_of(x, t, gamma=0.5, stabilizer='none')
     assert torch.isfinite(grad[[0, 2]]).all() and torch.isnan(grad[[1, 3]]).all()
 
 
@@ -61,7 +59,7 @@ def test_exact_matches_high_precision_reference(gamma, target, alpha):
     x = torch.linspace(-30, 30, 61)
     t = torch.full_like(x, target)
     ref_loss, ref_grad, grad_scale = map_elements(focal_elem, x, t, gamma, alpha)
-    loss, grad = loss_and_grad(x, t, alpha=alpha, gamma=gamma)
+    loss, grad = grad_of(x, t, alpha=alpha, gamma=gamma)
     torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-30)
     # rtol 1e-5 of the gradient, measured against the sum of the magnitudes of its two terms
     # (for soft targets they can cancel; no float32 evaluation does better there)
@@ -77,7 +75,7 @@ def test_exact_float64_at_saturation_matches_reference(gamma):
     for target in (0.0, 1.0):
         t = torch.full_like(x, target)
         ref_loss, ref_grad, _ = map_elements(focal_elem, x, t, gamma, 0.25)
-        loss, grad = loss_and_grad(x, t, alpha=0.25, gamma=gamma)
+        loss, grad = grad_of(x, t, alpha=0.25, gamma=gamma)
         torch.testing.assert_close(loss, ref_loss, rtol=1e-7, atol=0)
         torch.testing.assert_close(grad, ref_grad, rtol=1e-7, atol=0)
 
@@ -86,8 +84,8 @@ def test_hard_integer_targets_take_the_same_values_as_float_targets():
     x = torch.randn(64, 5) * 30
     t = torch.randint(0, 2, (64, 5))
     for gamma in (0.3, 2.0):
-        hard_loss, hard_grad = loss_and_grad(x, t, gamma=gamma)
-        soft_loss, soft_grad = loss_and_grad(x, t.float(), gamma=gamma)
+        hard_loss, hard_grad = grad_of(x, t, gamma=gamma)
+        soft_loss, soft_grad = grad_of(x, t.float(), gamma=gamma)
         torch.testing.assert_close(hard_loss, soft_loss, rtol=1e-6, atol=1e-12)
         torch.testing.assert_close(hard_grad, soft_grad, rtol=1e-5, atol=1e-12)
 
@@ -154,9 +152,9 @@ def test_none_mode_is_torchvision_bit_for_bit():
 def test_half_precision_computes_in_float32(dtype):
     x = (torch.randn(100) * 20).to(dtype)
     t = (torch.rand(100) < 0.5).to(dtype)
-    loss, grad = loss_and_grad(x, t, gamma=0.5)
+    loss, grad = grad_of(x, t, gamma=0.5)
     assert loss.dtype == torch.float32
-    ref_loss, ref_grad = loss_and_grad(x.float(), t.float(), gamma=0.5)
+    ref_loss, ref_grad = grad_of(x.float(), t.float(), gamma=0.5)
     torch.testing.assert_close(loss, ref_loss)
     torch.testing.assert_close(grad.float(), ref_grad.to(dtype).float())
 

@@ -1,18 +1,15 @@
 """Softmax focal loss: saturated softmax, float64 reference, label smoothing, ignore_index."""
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GAMMAS
+from conftest import GAMMAS, loss_and_grad
 from reference import softmax_focal_row
 
 from focal_plugin.functional import log1m_softmax, softmax_focal_loss
 
-
-def loss_and_grad(x, y, **kwargs):
-    x = x.detach().clone().requires_grad_(True)
-    loss = softmax_focal_loss(x, y, **kwargs)
-    (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), grad
+grad_of = partial(loss_and_grad, softmax_focal_loss)  # (loss, d loss.sum() / d x)
 
 
 @pytest.mark.parametrize('scale', [1.0, 20.0, 100.0, 1e4])
@@ -35,14 +32,14 @@ def test_finite_when_the_softmax_saturates(stabilizer, gamma, dtype, scale):
     x = (torch.tensor([[3.0, -1.0, 0.5], [-2.0, 4.0, 1.0], [0.0, 0.0, 5.0]]) * scale)
     x = x.to(dtype)
     y = torch.tensor([0, 1, 2])  # the saturated class is the correct one
-    loss, grad = loss_and_grad(x, y, gamma=gamma, stabilizer=stabilizer, label_smoothing=0.1)
+    loss, grad = grad_of(x, y, gamma=gamma, stabilizer=stabilizer, label_smoothing=0.1)
     assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
 
 
 @pytest.mark.parametrize('gamma', [0.1, 0.5, 0.9])
 def test_none_mode_fails_when_the_softmax_saturates(gamma):
     x = torch.tensor([[40.0, 0.0, 0.0]])
-    _, grad = loss_and_grad(x, torch.tensor([0]), gamma=gamma, stabilizer='none')
+    _, grad = grad_of(x, torch.tensor([0]), gamma=gamma, stabilizer='none')
     assert torch.isnan(grad).any()
 
 
@@ -52,7 +49,7 @@ def test_matches_high_precision_reference(gamma):
     x = torch.randn(40, 4) * 6
     y = torch.randint(0, 4, (40,))
     alpha = [0.25, 0.5, 0.75, 1.0]
-    loss, grad = loss_and_grad(x, y, alpha=alpha, gamma=gamma, reduction='none')
+    loss, grad = grad_of(x, y, alpha=alpha, gamma=gamma, reduction='none')
     for i in range(40):
         ref_loss, ref_grad = softmax_focal_row(x[i].tolist(), int(y[i]), gamma, alpha)
         assert loss[i].item() == pytest.approx(ref_loss, rel=1e-5, abs=1e-30)

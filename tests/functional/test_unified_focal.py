@@ -1,7 +1,7 @@
 """Unified focal loss: the paper's formula in float64, perfect overlap, saturated pixels."""
 import pytest
 import torch
-from conftest import DTYPES
+from conftest import DTYPES, loss_and_grad
 
 from focal_plugin.functional import asymmetric_focal_loss, focal_tversky_loss, unified_focal_loss
 
@@ -25,12 +25,6 @@ def paper_ufl(logits, labels, weight=0.5, delta=0.6, gamma=0.5, symmetric=False,
         ftl[:, 0] = 1 - ti[:, 0]
     return weight * ftl.mean() + (1 - weight) * focal
 
-
-def loss_and_grad(fn, x, y, **kwargs):
-    x = x.detach().clone().requires_grad_(True)
-    loss = fn(x, y, **kwargs)
-    (grad,) = torch.autograd.grad(loss, x)
-    return loss.detach(), grad
 
 
 @pytest.mark.parametrize('channels', [1, 3])

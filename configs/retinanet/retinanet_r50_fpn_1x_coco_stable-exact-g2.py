@@ -8,3 +8,5 @@ custom_imports = dict(imports=['focal_plugin'], allow_failed_imports=False)
 model = dict(bbox_head=dict(
     loss_cls=dict(type='StableFocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
                   loss_weight=1.0, stabilizer='exact')))
+# Audit every update before the optimizer applies it; skip non-finite ones (GradientSanitizerHook).
+custom_hooks = [dict(type='GradientSanitizerHook', policy='skip')]

@@ -76,6 +76,9 @@ def test_config_parses_and_builds(path):
     for tag, gamma in (('g0.5', 0.5), ('g2', 2.0)):
         if tag in name:
             assert loss_cls.gamma == gamma
+    # every shipped detection config audits its updates with the plugin's hook
+    hooks = [h['type'] for h in cfg.get('custom_hooks', [])]
+    assert 'GradientSanitizerHook' in hooks
 
 
 def test_shapes_retinanet_trains_and_evaluates(tiny_shapes, tmp_path):

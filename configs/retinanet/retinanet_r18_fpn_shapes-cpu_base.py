@@ -1,5 +1,6 @@
 # RetinaNet on the offline "shapes" dataset, sized for a 2-core CPU (a few minutes).
-# Generate the data first:  .venv/bin/python tools/make_shapes_dataset.py --out data/shapes
+# The data is generated into data_root on first use (ShapesCocoDataset, ~20 s); or run
+#   .venv/bin/python tools/make_shapes_dataset.py --out data/shapes
 # The variants in this folder only change loss_cls.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['focal_plugin'], allow_failed_imports=False)
@@ -38,11 +39,13 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),  # iteration-based loop
-    dataset=dict(data_root=data_root, ann_file='train.json', data_prefix=dict(img='train/'),
+    dataset=dict(type='ShapesCocoDataset', data_root=data_root, ann_file='train.json',
+                 data_prefix=dict(img='train/'),
                  metainfo=dict(classes=classes), pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, ann_file='val.json', data_prefix=dict(img='val/'),
+    dataset=dict(type='ShapesCocoDataset', data_root=data_root, ann_file='val.json',
+                 data_prefix=dict(img='val/'),
                  metainfo=dict(classes=classes), pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'val.json')  # mmdet's CocoMetric, bbox

@@ -1,7 +1,6 @@
 """Detection configs: every shipped file parses and builds; the offline shapes RetinaNet
 trains a few iterations and evaluates with mmdet's CocoMetric; the generator is sound."""
 import glob
-import importlib.util
 import json
 import os
 
@@ -14,10 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DETECTION_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'retinanet', '*.py')) +
                            glob.glob(os.path.join(ROOT, 'configs', 'gfl', '*.py')))
 
-spec = importlib.util.spec_from_file_location(
-    'make_shapes_dataset', os.path.join(ROOT, 'tools', 'make_shapes_dataset.py'))
-shapes = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(shapes)
+from focal_plugin.datasets import shapes  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -128,3 +124,16 @@ def test_mmdet_own_train_script_runs_a_plugin_config(tiny_shapes, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert os.path.exists(os.path.join(str(tmp_path), 'iter_2.pth'))
     assert 'StableFocalLoss' in out.stdout + out.stderr  # the printed config uses our loss
+
+
+def test_shapes_dataset_generates_itself_on_first_use(tmp_path):
+    from mmdet.registry import DATASETS
+    root = str(tmp_path / 'shapes') + '/'
+    cfg = dict(type='ShapesCocoDataset', data_root=root, ann_file='train.json',
+               data_prefix=dict(img='train/'), pipeline=[],
+               generate=dict(num_train=5, num_val=2, size=64, seed=1))
+    dataset = DATASETS.build(cfg)
+    assert len(dataset) > 0 and os.path.exists(root + 'val.json')
+    assert dataset.metainfo['classes'] == shapes.CLASSES
+    with pytest.raises(FileNotFoundError):
+        DATASETS.build(dict(cfg, data_root=str(tmp_path / 'missing') + '/', generate=False))

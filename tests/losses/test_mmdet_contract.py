@@ -228,3 +228,15 @@ def test_constructor_validation(cls, kwargs, error, match):
 def test_unknown_constructor_option_fails_at_build():
     with pytest.raises(TypeError, match='gama'):
         MODELS.build(dict(type='StableFocalLoss', gama=0.5))
+
+
+def test_where_mmdets_python_focal_loss_breaks():
+    """README's claim: mmdet's py_sigmoid_focal_loss (its CPU path) uses p directly for
+    negatives, so they only break where sigmoid underflows (x <= -88.73); positives break
+    where sigmoid rounds to 1 (x >= 16.64), as in torchvision's form."""
+    from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
+    x = torch.tensor([[-88.72], [-88.74], [16.62], [16.66]], requires_grad=True)
+    t = torch.tensor([[0.0], [0.0], [1.0], [1.0]])
+    py_sigmoid_focal_loss(x, t, gamma=0.5, alpha=0.25, reduction='sum').backward()
+    finite = torch.isfinite(x.grad).flatten().tolist()
+    assert finite == [True, False, True, False]

@@ -61,23 +61,32 @@ def _find_mnist_files(data_root, split):
     return None
 
 
+def _locate(find, name: str, split: str, expected: str, data_root: str, searched, download):
+    """``find()``'s result; when it finds nothing, download through torchvision (if asked)
+    and look again; fail with a message naming both remedies."""
+    found = find()
+    if found is None and download:
+        try:
+            from torchvision import datasets
+            dataset_cls = {'MNIST': datasets.MNIST, 'CIFAR-10': datasets.CIFAR10}[name]
+            dataset_cls(root=data_root, train=(split == 'train'), download=True)
+        except Exception as err:  # network errors come in many types (URLError, OSError, ...)
+            raise FileNotFoundError(_missing_data_message(
+                f'{name} {split} split', data_root, searched, err)) from err
+        found = find()
+    if found is None:
+        raise FileNotFoundError(_missing_data_message(
+            f'{name} {split} split ({expected})', data_root, searched))
+    return found
+
+
 def load_mnist(data_root: str, split: str = 'train', download: bool = False):
     """Return ``(images, digits)``: ``uint8`` (N, 28, 28) and ``int64`` (N,) tensors."""
     check_split(split)
-    files = _find_mnist_files(data_root, split)
-    if files is None and download:
-        try:
-            from torchvision.datasets import MNIST
-            MNIST(root=data_root, train=(split == 'train'), download=True)
-        except Exception as err:  # network errors come in many types (URLError, OSError, ...)
-            raise FileNotFoundError(_missing_data_message(
-                f'MNIST {split} split', data_root, _mnist_dirs(data_root), err)) from err
-        files = _find_mnist_files(data_root, split)
-    if files is None:
-        prefix = MNIST_FILE_PREFIX[split]
-        raise FileNotFoundError(_missing_data_message(
-            f'MNIST {split} split ({prefix}-images-idx3-ubyte[.gz] and '
-            f'{prefix}-labels-idx1-ubyte[.gz])', data_root, _mnist_dirs(data_root)))
+    prefix = MNIST_FILE_PREFIX[split]
+    files = _locate(lambda: _find_mnist_files(data_root, split), 'MNIST', split,
+                    f'{prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz]',
+                    data_root, _mnist_dirs(data_root), download)
     images, digits = read_idx(files[0]), read_idx(files[1])
     if images.ndim != 3 or digits.ndim != 1 or len(images) != len(digits):
         raise ValueError(f'MNIST files disagree: images {tuple(images.shape)} from {files[0]}, '
@@ -100,19 +109,9 @@ def _find_cifar_folder(data_root, split):
 def load_cifar10(data_root: str, split: str = 'train', download: bool = False):
     """Return ``(images, labels)``: ``uint8`` (N, 3, 32, 32) and ``int64`` (N,) tensors."""
     check_split(split)
-    folder = _find_cifar_folder(data_root, split)
-    if folder is None and download:
-        try:
-            from torchvision.datasets import CIFAR10
-            CIFAR10(root=data_root, train=(split == 'train'), download=True)
-        except Exception as err:
-            raise FileNotFoundError(_missing_data_message(
-                f'CIFAR-10 {split} split', data_root, _cifar_dirs(data_root), err)) from err
-        folder = _find_cifar_folder(data_root, split)
-    if folder is None:
-        raise FileNotFoundError(_missing_data_message(
-            f'CIFAR-10 {split} split ({", ".join(_CIFAR_BATCHES[split])})', data_root,
-            _cifar_dirs(data_root)))
+    folder = _locate(lambda: _find_cifar_folder(data_root, split), 'CIFAR-10', split,
+                     ', '.join(_CIFAR_BATCHES[split]), data_root, _cifar_dirs(data_root),
+                     download)
     images, labels = [], []
     for name in _CIFAR_BATCHES[split]:
         # The official CIFAR-10 distribution is a set of pickles (torchvision reads them the

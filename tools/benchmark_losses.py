@@ -1,114 +1,275 @@
-"""Forward+backward time and autograd memory of the sigmoid focal loss, ours vs torchvision
-and mmdet's Python path, measured side by side in one run.
+"""Forward+backward time and peak memory of the sigmoid focal loss: ours (fused, reference
+autograd, epsilon, none) vs torchvision and mmdet's Python path, with two references measured
+in the same run: a plain copy of the logits (memory-bandwidth bound) and one fully fused pass
+of the same forward+backward formula (``torch.compile`` of a single loss-and-gradient function,
+the practical CPU limit: the loss is bound by exp/log1p, not memory).
 
-    .venv/bin/python tools/benchmark_losses.py --threads 1 --repeats 7 \
+    .venv/bin/python tools/benchmark_losses.py --threads 1 2 --repeats 7 \\
         --out results/benchmark_losses.md
 
-Memory is the bytes autograd keeps between forward and backward (every tensor saved for
-backward, each storage counted once, via ``torch.autograd.graph.saved_tensors_hooks``): the
-part of a loss's footprint that lives through a training step. Time is the median wall time of
-forward + backward; variants are interleaved round-robin so drift hits all of them alike.
+Targets are RetinaNet-style one-hot labels over 80 classes (bool for ours, as StableFocalLoss
+passes them; float 0/1 for torchvision and mmdet). Time: median wall time of forward +
+backward; variants run round-robin so drift hits all alike. Peak memory: the highest total of
+live CPU allocations during one forward+backward, from ``torch.profiler`` allocation events
+(``profile_memory=True``); the logits, targets and the accumulated ``.grad`` buffer are
+included for every variant alike. GPU rows are added when CUDA is available (peak from
+``torch.cuda.max_memory_allocated``).
+
+``--first-call`` adds how long the first call takes in a fresh process (cold and warm
+compiler cache) for the 'auto' and 'compile' backends, and counts compilations while the
+anchor count changes every step.
 """
+from __future__ import annotations
+
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
 
+from focal_plugin.functional import fused_sigmoid_focal as fused
 from focal_plugin.functional import sigmoid_focal_loss
 
-SIZES = {'retinanet (120000 x 80)': (120_000, 80), 'small (2000 x 80)': (2_000, 80)}
+NUM_CLASSES = 80
+ANCHORS = [125, 1250, 2000, 12500, 125000]  # x 80 classes: 1e4 ... 1e7 elements
+GAMMA, ALPHA = 2.0, 0.25
 
 
-def torchvision_loss(x, t_float, t_int, gamma):
+def torchvision_loss(x, t_bool, t_float):
     from torchvision.ops import sigmoid_focal_loss as tv
-    return tv(x, t_float, alpha=0.25, gamma=gamma, reduction='sum')
+    return tv(x, t_float, alpha=ALPHA, gamma=GAMMA, reduction='sum')
 
 
-def mmdet_loss(x, t_float, t_int, gamma):
+def mmdet_loss(x, t_bool, t_float):
     from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
-    return py_sigmoid_focal_loss(x, t_float, gamma=gamma, alpha=0.25, reduction='sum')
+    return py_sigmoid_focal_loss(x, t_float, gamma=GAMMA, alpha=ALPHA, reduction='sum')
 
 
-def ours(stabilizer, hard):
-    def run(x, t_float, t_int, gamma):
-        return sigmoid_focal_loss(x, t_int if hard else t_float, 0.25, gamma, 'sum',
-                                  stabilizer=stabilizer)
+def ours(stabilizer: str, backend: str) -> Callable:
+    def run(x, t_bool, t_float):
+        fused.set_fused_backend(backend)
+        targets = t_bool if stabilizer == 'exact' else t_float
+        return sigmoid_focal_loss(x, targets, ALPHA, GAMMA, 'sum', stabilizer=stabilizer)
     return run
 
 
-VARIANTS = {
-    'torchvision': torchvision_loss,
+def _fused_pass(x, positive):
+    """Loss and gradient of the hard-target formula in one function: compiled, one loop."""
+    u = torch.where(positive, x, -x)
+    e = torch.exp(-u.abs())
+    log1p_e = torch.log1p(e)
+    ce = torch.relu(-u) + log1p_e
+    factor = torch.exp(-GAMMA * (torch.relu(u) + log1p_e))
+    inv = 1 / (1 + e)
+    big = u >= 0
+    m = torch.where(big, e * inv, inv)
+    d_u = factor * (-GAMMA * torch.where(big, inv, e * inv) * ce - m)
+    a_t = torch.where(positive, ALPHA, 1 - ALPHA)
+    return (a_t * factor * ce).sum(), torch.where(positive, a_t * d_u, -a_t * d_u)
+
+
+_COMPILED_PASS = torch.compile(_fused_pass, dynamic=True)
+
+
+def fused_pass_reference(x, t_bool, t_float):
+    loss, grad = _COMPILED_PASS(x.detach(), t_bool)
+    x.grad = grad
+    return None
+
+
+def copy_reference(x, t_bool, t_float):
+    x.detach().clone()
+    return None
+
+
+VARIANTS: Dict[str, Callable] = {
+    'torchvision sigmoid_focal_loss': torchvision_loss,
     'mmdet py_sigmoid_focal_loss': mmdet_loss,
-    'ours exact (bool one-hot targets, as StableFocalLoss)': ours('exact', True),
-    'ours exact (float targets)': ours('exact', False),
-    'ours epsilon': ours('epsilon', False),
-    'ours none': ours('none', False),
+    'ours exact, fused (compiled)': ours('exact', 'compile'),
+    'ours exact, fused (eager kernels)': ours('exact', 'eager'),
+    'ours exact, autograd reference': ours('exact', 'off'),
+    'ours epsilon': ours('epsilon', 'off'),
+    'ours none': ours('none', 'off'),
+    'reference: one fused pass (compiled)': fused_pass_reference,
+    'reference: copy of the logits': copy_reference,
 }
+BASE = 'torchvision sigmoid_focal_loss'
 
 
-def saved_bytes(fn, x, t_float, t_int, gamma) -> int:
-    storages = {}
-
-    def pack(tensor):
-        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x, t_float, t_int, gamma)
-    storages.pop(x.untyped_storage().data_ptr(), None)  # the input exists anyway
-    return sum(storages.values())
-
-
-def time_once(fn, x, t_float, t_int, gamma) -> float:
+def fwd_bwd(fn, x, t_bool, t_float) -> None:
     x.grad = None
+    loss = fn(x, t_bool, t_float)
+    if loss is not None:
+        loss.backward()
+
+
+def seconds(fn, *args) -> float:
+    sync = torch.cuda.synchronize if args[0].is_cuda else (lambda: None)
+    sync()
     start = time.perf_counter()
-    fn(x, t_float, t_int, gamma).backward()
+    fwd_bwd(fn, *args)
+    sync()
     return time.perf_counter() - start
+
+
+def peak_bytes(fn, x, t_bool, t_float) -> int:
+    """Peak of live allocations during one fwd+bwd (inputs included, counted at start)."""
+    base = sum(v.untyped_storage().nbytes() for v in (x, t_bool, t_float))
+    if x.is_cuda:
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        fwd_bwd(fn, x, t_bool, t_float)
+        return base + torch.cuda.max_memory_allocated() - start
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+    x.grad = None
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fwd_bwd(fn, x, t_bool, t_float)
+    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.typed[0] == _EventType.Allocation and node.typed[1].device.type == 'cpu':
+            events.append((node.start_time_ns, node.typed[1].alloc_size))
+    live = peak = 0
+    for _, size in sorted(events):
+        live += size
+        peak = max(peak, live)
+    return base + peak
+
+
+def measure(device: str, threads: int, repeats: int) -> list:
+    torch.set_num_threads(threads)
+    rows = []
+    for anchors in ANCHORS:
+        g = torch.Generator().manual_seed(anchors)
+        x = (torch.randn(anchors, NUM_CLASSES, generator=g) * 3).to(device).requires_grad_()
+        labels = torch.randint(0, NUM_CLASSES + 1, (anchors,), generator=g)
+        t_bool = F.one_hot(labels, NUM_CLASSES + 1)[:, :NUM_CLASSES].bool().to(device)
+        t_float = t_bool.float()
+        args = (x, t_bool, t_float)
+        for fn in VARIANTS.values():  # warm-up (and compilation) outside the timing
+            fwd_bwd(fn, *args)
+        times = {name: [] for name in VARIANTS}
+        for _ in range(repeats):
+            for name, fn in VARIANTS.items():
+                times[name].append(seconds(fn, *args))
+        peaks = {name: peak_bytes(fn, *args) for name, fn in VARIANTS.items()}
+        for name in VARIANTS:
+            med = statistics.median(times[name])
+            rows.append(dict(device=device, threads=threads, elements=x.numel(),
+                             shape=f'{anchors} x {NUM_CLASSES}', variant=name,
+                             ms=med * 1e3, time_ratio=med / statistics.median(times[BASE]),
+                             peak_mb=peaks[name] / 2**20, mem_ratio=peaks[name] / peaks[BASE],
+                             melem_s=x.numel() / med / 1e6))
+            print(format_row(rows[-1]), flush=True)
+    fused.set_fused_backend('auto')
+    return rows
+
+
+def format_row(r: dict) -> str:
+    return (f"| {r['device']} | {r['threads']} | {r['shape']} ({r['elements']:.0e}) "
+            f"| {r['variant']} | {r['ms']:.2f} | {r['time_ratio']:.2f} | {r['peak_mb']:.1f} "
+            f"| {r['mem_ratio']:.2f} | {r['melem_s']:.0f} |")
+
+
+def probe_first_call(backend: str) -> None:
+    """Run in a fresh process: time the first calls, then vary the anchor count."""
+    from torch._dynamo.utils import counters
+    torch.set_num_threads(1)
+    fused.set_fused_backend(backend)
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    for step in range(3):
+        anchors = 100_000 + 997 * step
+        x = torch.randn(anchors, NUM_CLASSES, generator=g, requires_grad=True)
+        t = torch.rand(anchors, NUM_CLASSES, generator=g) > 0.99
+        start = time.perf_counter()
+        sigmoid_focal_loss(x, t, ALPHA, GAMMA, 'sum').backward()
+        out[f'call_{step + 1}_s'] = time.perf_counter() - start
+    worker = fused._COMPILED.worker
+    start = time.perf_counter()
+    if worker is not None:
+        worker.join()
+    out['background_compile_left_s'] = time.perf_counter() - start
+    graphs = counters['stats']['unique_graphs']
+    step_times = []
+    for step in range(20):  # anchor counts change every step, as in detection training
+        anchors = 60_000 + 4_999 * step
+        x = torch.randn(anchors, NUM_CLASSES, generator=g, requires_grad=True)
+        t = torch.rand(anchors, NUM_CLASSES, generator=g) > 0.99
+        start = time.perf_counter()
+        sigmoid_focal_loss(x, t, ALPHA, GAMMA, 'sum').backward()
+        step_times.append((time.perf_counter() - start) / x.numel() * 1e9)
+    out['graphs_compiled_before_varying'] = graphs
+    out['new_graphs_over_20_anchor_counts'] = counters['stats']['unique_graphs'] - graphs
+    out['ns_per_element_median'] = statistics.median(step_times)
+    out['ns_per_element_max'] = max(step_times)
+    print(json.dumps(out))
+
+
+def first_call_table() -> list:
+    lines = ['| backend | compiler cache | 1st call (s) | 2nd call (s) | 3rd call (s) '
+             '| compile still running after 3 calls (s) | new graphs over 20 anchor counts '
+             '| ns/element median / max over those 20 |', '|---|---|---|---|---|---|---|---|']
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, OMP_NUM_THREADS='1')
+        for backend in ('auto', 'compile'):
+            for state in ('cold', 'warm'):
+                if state == 'cold':  # empty the cache: every compilation from scratch
+                    subprocess.run(['rm', '-rf', cache], check=True)
+                    os.makedirs(cache)
+                res = subprocess.run([sys.executable, __file__, '--probe', backend], env=env,
+                                     capture_output=True, text=True, check=True)
+                r = json.loads(res.stdout.strip().splitlines()[-1])
+                lines.append(f"| {backend} | {state} | {r['call_1_s']:.2f} | {r['call_2_s']:.2f}"
+                             f" | {r['call_3_s']:.2f} | {r['background_compile_left_s']:.1f} "
+                             f"| {r['new_graphs_over_20_anchor_counts']} "
+                             f"| {r['ns_per_element_median']:.1f} / "
+                             f"{r['ns_per_element_max']:.1f} |")
+                print(lines[-1], flush=True)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description='focal loss fwd+bwd benchmark')
-    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--repeats', type=int, default=7)
-    parser.add_argument('--gamma', type=float, default=2.0)
-    parser.add_argument('--out', default=None, help='write the Markdown table here too')
+    parser.add_argument('--first-call', action='store_true',
+                        help='also measure first-call stall and recompilation (subprocesses)')
+    parser.add_argument('--probe', choices=fused.BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument('--out', default=None, help='write the Markdown tables here too')
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    if args.probe:
+        return probe_first_call(args.probe)
 
-    lines = [f'torch {torch.__version__}, {args.threads} thread(s), gamma={args.gamma}, '
-             f'median of {args.repeats} fwd+bwd runs, CPU', '',
-             '| size | variant | time (ms) | x torchvision | saved for backward (MB) '
-             '| x torchvision |', '|---|---|---|---|---|---|']
-    for size_name, (n, c) in SIZES.items():
-        x = (torch.randn(n, c) * 3).requires_grad_(True)
-        labels = torch.randint(0, c + 1, (n,))
-        t_int = F.one_hot(labels, c + 1)[:, :c].bool()
-        t_float = t_int.float()
-        times = {name: [] for name in VARIANTS}
-        for fn in VARIANTS.values():  # warm-up
-            time_once(fn, x, t_float, t_int, args.gamma)
-        for _ in range(args.repeats):
-            for name, fn in VARIANTS.items():
-                times[name].append(time_once(fn, x, t_float, t_int, args.gamma))
-        base_t = statistics.median(times['torchvision'])
-        base_m = saved_bytes(torchvision_loss, x, t_float, t_int, args.gamma)
-        for name, fn in VARIANTS.items():
-            med = statistics.median(times[name])
-            mem = saved_bytes(fn, x, t_float, t_int, args.gamma)
-            lines.append(f'| {size_name} | {name} | {med * 1e3:.1f} | {med / base_t:.2f} '
-                         f'| {mem / 2**20:.1f} | {mem / base_m:.2f} |')
-            print(lines[-1], flush=True)
+    header = ['| device | threads | size | variant | fwd+bwd ms (median) | x torchvision '
+              '| peak MB | x torchvision | Melem/s |', '|---|---|---|---|---|---|---|---|---|']
+    print('\n'.join(header))
+    rows = []
+    for threads in args.threads:
+        rows += measure('cpu', threads, args.repeats)
+    if torch.cuda.is_available():
+        rows += measure('cuda', 1, args.repeats)
+    lines = [f'torch {torch.__version__}, gamma={GAMMA}, alpha={ALPHA}, median of '
+             f'{args.repeats} fwd+bwd runs; CUDA available: {torch.cuda.is_available()}', '']
+    lines += header + [format_row(r) for r in rows]
+    if args.first_call:
+        lines += ['', '### First call and varying anchor counts (fresh process, 1 thread, '
+                  '~100k x 80 logits)', ''] + first_call_table()
     text = '\n'.join(lines)
     print('\n' + text)
     if args.out:
+        cmd = ' '.join(['.venv/bin/python', 'tools/benchmark_losses.py'] + sys.argv[1:])
         with open(args.out, 'w') as f:
-            f.write('# Focal loss benchmark\n\nCommand: `.venv/bin/python '
-                    f'tools/benchmark_losses.py --threads {args.threads} '
-                    f'--repeats {args.repeats} --out {args.out}`\n\n'
-                    f'{text}\n')
+            f.write(f'# Focal loss benchmark\n\nCommand: `{cmd}`\n\n{text}\n')
 
 
 if __name__ == '__main__':

@@ -1,8 +1,12 @@
-"""Fused ``'exact'`` sigmoid focal loss: closed-form backward, only logits and targets saved.
+"""Fused ``'exact'`` sigmoid focal loss: loss and closed-form gradient in one pass.
 
 The autograd formulation (:func:`.sigmoid_focal.sigmoid_focal_loss`, kept as the reference)
-stores several full-size intermediates for the backward pass. Here the derivative is written
-out, with the singular factor already cancelled, and recomputed from ``(x, t)`` in backward.
+stores several full-size intermediates for the backward pass and walks memory once per op.
+Here the derivative is written out, with the singular factor already cancelled, and computed
+in the same pass as the loss (the shared exp/log1p are the cost on CPU): autograd keeps one
+tensor, the local gradient, and backward is one multiplication by the incoming gradient.
+(Recomputing from the logits in backward would save that tensor but pay the transcendental
+math twice.) Without a gradient to compute (``no_grad``), the loss-only kernel runs.
 
 Hard targets, signed logit ``u = (2t - 1) x``, ``m = 1 - p_t = sigmoid(-u)``::
 
@@ -19,14 +23,16 @@ Every term is bounded: the ``gamma * b**(gamma - 1)`` of the chain rule never ap
 
 Backends (``FOCAL_PLUGIN_FUSED`` environment variable, or :func:`set_fused_backend`):
 
-- ``'auto'`` (default): the first call starts compiling the kernels with
-  ``torch.compile(dynamic=True)`` in a background thread and, until they are ready, runs the
-  autograd reference (no first-call stall). One compiled set serves every shape (the kernels
-  see 1-D tensors of symbolic length), so varying anchor counts never recompile. If
-  compilation fails (e.g. no C++ compiler), a warning is logged once and the reference stays.
+- ``'auto'`` (default): the first call starts compiling its kernel with
+  ``torch.compile(dynamic=True)`` in a background thread and, until it is ready, runs the
+  autograd reference (no first-call stall; the switch happens at a time-dependent step, so
+  runs are not bit-reproducible: use ``'compile'`` or ``'off'`` for that). One compiled kernel
+  serves every shape (it sees 1-D tensors of symbolic length), so varying anchor counts never
+  recompile. If compilation fails (e.g. no C++ compiler), a warning is logged once and the
+  reference stays. Interpreter exit waits for a compilation in flight (seconds).
 - ``'compile'``: compile synchronously on first use (benchmarks, tests).
-- ``'eager'``: the closed-form kernels without compilation: the same memory saving, but
-  slower than the reference on CPU (each op makes its own pass over memory).
+- ``'eager'``: the same kernels without compilation: the same memory saving, but slower than
+  the reference on CPU (each op makes its own pass over memory).
 - ``'off'``: always the autograd reference.
 
 Inside a ``torch.compile``'d model the eager kernels are used, so the user's compiler traces
@@ -45,7 +51,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ['BACKENDS', 'fused_backend_for', 'fused_sigmoid_focal_loss', 'set_fused_backend',
+__all__ = ['BACKENDS', 'fused_kernel', 'fused_sigmoid_focal_loss', 'set_fused_backend',
            'get_fused_backend', 'warm_up', 'compiled_kernels_ready']
 
 BACKENDS = ('auto', 'compile', 'eager', 'off')
@@ -61,73 +67,59 @@ def _softplus_pair(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     return torch.relu(x) + log1p_e, torch.relu(-x) + log1p_e, e
 
 
-def _alpha_t(targets: Tensor, a_pos: float, a_neg: float) -> Tensor:
-    return a_pos * targets + a_neg * (1 - targets)
-
-
-def _hard_terms(x: Tensor, positive: Tensor, gamma: float):
+def hard_loss(x: Tensor, positive: Tensor, a_pos: float, a_neg: float, gamma: float,
+              with_grad: bool = False):
+    """Loss (and, ``with_grad``, dloss/dx) for a bool mask of positives."""
     u = torch.where(positive, x, -x)
     sp_u, ce, e = _softplus_pair(u)  # softplus(u) = -log(1 - p_t), softplus(-u) = BCE
-    return u, ce, torch.exp(-gamma * sp_u), e
-
-
-def hard_forward(x: Tensor, positive: Tensor, a_pos: float, a_neg: float,
-                 gamma: float) -> Tensor:
-    _, ce, factor, _ = _hard_terms(x, positive, gamma)
+    factor = torch.exp(-gamma * sp_u)
     loss = factor * ce
-    return torch.where(positive, a_pos * loss, a_neg * loss)  # keeps x's dtype
-
-
-def hard_backward(x: Tensor, positive: Tensor, grad: Tensor, a_pos: float, a_neg: float,
-                  gamma: float) -> Tensor:
-    u, ce, factor, e = _hard_terms(x, positive, gamma)
+    loss = torch.where(positive, a_pos * loss, a_neg * loss)  # scalars keep x's dtype
+    if not with_grad:
+        return loss
     inv = 1 / (1 + e)
     big = u >= 0
-    m = torch.where(big, e * inv, inv)          # sigmoid(-u) = 1 - p_t
+    m = torch.where(big, e * inv, inv)            # sigmoid(-u) = 1 - p_t
     one_minus_m = torch.where(big, inv, e * inv)  # sigmoid(u), without the 1 - m cancellation
     d_u = factor * (-gamma * one_minus_m * ce - m)
-    return torch.where(positive, a_pos * d_u, -a_neg * d_u) * grad  # dL/dx = (2t - 1) dL/du
+    return loss, torch.where(positive, a_pos * d_u, -a_neg * d_u)  # dL/dx = (2t - 1) dL/du
 
 
-def _soft_terms(x: Tensor, t: Tensor, gamma: float):
+def soft_loss(x: Tensor, t: Tensor, a_pos: float, a_neg: float, gamma: float,
+              with_grad: bool = False):
+    """Loss (and, ``with_grad``, dloss/dx) for soft targets ``t`` in [0, 1]."""
     sp_pos, sp_neg, e = _softplus_pair(x)  # -log(1 - p), -log(p)
     ce = t * sp_neg + (1 - t) * sp_pos
     log_b = torch.logaddexp(torch.log(t) - sp_pos, torch.log1p(-t) - sp_neg)
-    return sp_pos, sp_neg, e, ce, log_b, torch.exp(gamma * log_b)
-
-
-def soft_forward(x: Tensor, t: Tensor, a_pos: float, a_neg: float, gamma: float) -> Tensor:
-    *_, ce, _, factor = _soft_terms(x, t, gamma)
-    return _alpha_t(t, a_pos, a_neg) * factor * ce
-
-
-def soft_backward(x: Tensor, t: Tensor, grad: Tensor, a_pos: float, a_neg: float,
-                  gamma: float) -> Tensor:
-    sp_pos, sp_neg, e, ce, log_b, factor = _soft_terms(x, t, gamma)
+    weighted_factor = (a_pos * t + a_neg * (1 - t)) * torch.exp(gamma * log_b)
+    loss = weighted_factor * ce
+    if not with_grad:
+        return loss
     inv = 1 / (1 + e)
-    big = x >= 0
     # p - t in one subtraction of two accurate terms: (1 - t) - (1 - p) for p > 1/2, where
     # 1 - p computed as 1 - sigmoid(x) would round to 0 at confident logits
-    p_minus_t = torch.where(big, (1 - t) - e * inv, inv * e - t)
+    p_minus_t = torch.where(x >= 0, (1 - t) - e * inv, inv * e - t)
     r = torch.exp(-sp_pos - sp_neg - log_b)  # p (1 - p) / b
-    d_x = p_minus_t + gamma * ce * (1 - 2 * t) * r
-    return _alpha_t(t, a_pos, a_neg) * factor * d_x * grad
+    return loss, weighted_factor * (p_minus_t + gamma * ce * (1 - 2 * t) * r)
 
 
-Kernels = Dict[Tuple[str, bool], Callable]  # (name, grad is a 0-d scalar) -> kernel
-_EAGER: Kernels = {(kind + '_' + stage, scalar): fn
-                   for kind, stage, fn in (('hard', 'forward', hard_forward),
-                                           ('hard', 'backward', hard_backward),
-                                           ('soft', 'forward', soft_forward),
-                                           ('soft', 'backward', soft_backward))
-                   for scalar in ((False, True) if stage == 'backward' else (False,))}
+def _loss_and_grad(fn: Callable) -> Callable:
+    def kernel(x, targets, a_pos, a_neg, gamma):
+        return fn(x, targets, a_pos, a_neg, gamma, with_grad=True)
+    kernel.__name__ = fn.__name__ + '_and_grad'
+    return kernel
+
+
+Kernels = Dict[str, Callable]
+_EAGER: Kernels = {'hard_loss': hard_loss, 'hard_loss_and_grad': _loss_and_grad(hard_loss),
+                   'soft_loss': soft_loss, 'soft_loss_and_grad': _loss_and_grad(soft_loss)}
 
 
 # ---- backend selection and background compilation -----------------------------------------
 
 class _CompiledKernels:
-    """Compiled kernels, each built once per (name, scalar grad, dtype, device type) and only
-    when first needed. Non-blocking requests are compiled one after another by a worker thread
+    """Compiled kernels, each built once per (name, dtype, device type) and only when first
+    needed. Non-blocking requests are compiled one after another by a worker thread
     that ends when its queue is empty. At interpreter exit the queue is dropped and only a
     compilation in flight is waited for (killing it half-way aborts the process)."""
 
@@ -170,10 +162,11 @@ class _CompiledKernels:
     def _build(self, key: tuple) -> None:
         if key in self.ready:
             return
-        (name, scalar_grad), dtype, device = key[:2], key[2], key[3]
+        name, dtype, device = key
         try:
-            compiled = torch.compile(_EAGER[name, scalar_grad], dynamic=True)
-            compiled(*_sample_args(name, dtype, device, scalar_grad))  # compile now
+            compiled = torch.compile(_EAGER[name], dynamic=True)
+            with torch.no_grad():  # as inside autograd.Function.forward: same guards
+                compiled(*_sample_args(name, dtype, device))  # compile now
             self.ready[key] = compiled
         except Exception as err:  # no C++ compiler, unsupported platform, ...
             if self.closing:  # the interpreter is shutting down under the compiler
@@ -204,16 +197,12 @@ def _at_threading_exit(callback: Callable[[], None]) -> None:
 _EXIT_CALLBACKS: List[Callable[[], None]] = []
 
 
-def _sample_args(name: str, dtype: torch.dtype, device: str, scalar_grad: bool) -> tuple:
+def _sample_args(name: str, dtype: torch.dtype, device: str) -> tuple:
     n = 37  # not 0 or 1, which dynamo would specialize
     x = torch.linspace(-5, 5, n, dtype=dtype, device=device)
     t = (torch.arange(n, device=device) % 3 == 0)
     t = t if name.startswith('hard') else t.to(dtype) * 0.8 + 0.1
-    args = [x, t]
-    if name.endswith('backward'):
-        args.append(torch.ones((), dtype=dtype, device=device) if scalar_grad
-                    else torch.ones(n, dtype=dtype, device=device))
-    return (*args, 0.25, 0.75, 1.5)
+    return x, t, 0.25, 0.75, 1.5
 
 
 _COMPILED = _CompiledKernels()
@@ -234,33 +223,34 @@ def get_fused_backend() -> str:
     return _backend
 
 
-def _kernel(name: str, scalar_grad: bool, x: Tensor, block: bool) -> Optional[Callable]:
-    return _COMPILED.get((name, scalar_grad, x.dtype, x.device.type), block)
+def _compiled(name: str, x: Tensor, block: bool) -> Optional[Callable]:
+    return _COMPILED.get((name, x.dtype, x.device.type), block)
 
 
-def fused_backend_for(x: Tensor, targets: Tensor) -> Optional[str]:
-    """How this call runs: ``'eager'`` or ``'compile'`` kernels, or None for the autograd
-    reference (backend 'off', targets that need a gradient, 16-bit logits, which the caller
-    upcasts first, or, in 'auto' mode, a compiled forward kernel not built yet: its
-    compilation, and the backward's, then start in the background)."""
+def _kernel_name(x: Tensor, targets: Tensor) -> str:
+    kind = 'hard' if targets.dtype == torch.bool else 'soft'
+    with_grad = x.requires_grad and torch.is_grad_enabled()
+    return kind + ('_loss_and_grad' if with_grad else '_loss')
+
+
+def fused_kernel(x: Tensor, targets: Tensor) -> Optional[Callable]:
+    """The kernel serving this call, or None for the autograd reference: backend 'off',
+    targets that need a gradient, 16-bit logits (the caller upcasts them first), or, in 'auto'
+    mode, a compiled kernel not built yet (its compilation then starts in the background)."""
     backend = get_fused_backend()
     if backend == 'off' or targets.requires_grad or x.dtype not in (torch.float32,
                                                                      torch.float64):
         return None
+    name = _kernel_name(x, targets)
     if backend == 'eager' or torch.compiler.is_compiling():
-        return 'eager'
-    kind = 'hard' if targets.dtype == torch.bool else 'soft'
-    block = backend == 'compile'
-    backward_ready = _kernel(kind + '_backward', False, x, block) is not None
-    if _kernel(kind + '_forward', False, x, block) is None or not backward_ready:
-        return None
-    return 'compile'
+        return _EAGER[name]
+    return _compiled(name, x, block=backend == 'compile')
 
 
 def warm_up(dtype: torch.dtype = torch.float32, device: str = 'cpu') -> None:
     """Compile every fused kernel for ``dtype``/``device`` now (blocking)."""
-    for name, scalar_grad in _EAGER:
-        _COMPILED.get((name, scalar_grad, dtype, torch.device(device).type), block=True)
+    for name in _EAGER:
+        _COMPILED.get((name, dtype, torch.device(device).type), block=True)
 
 
 def compiled_kernels_ready() -> int:
@@ -270,48 +260,34 @@ def compiled_kernels_ready() -> int:
 
 # ---- the autograd function ------------------------------------------------------------------
 
-def _pick(backend: str, name: str, scalar_grad: bool, x: Tensor) -> Callable:
-    """The compiled kernel if built (a variant first met in backward is built in the
-    background meanwhile, or now in 'compile' mode), else the eager one: same math."""
-    if backend == 'compile':
-        compiled = _kernel(name, scalar_grad, x, block=get_fused_backend() == 'compile')
-        if compiled is not None:
-            return compiled
-    return _EAGER[name, scalar_grad]
-
-
 class _FusedSigmoidFocal(torch.autograd.Function):
+    """One pass computes the loss and its local gradient; backward is one multiplication."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, targets: Tensor, backend: str, a_pos: float, a_neg: float,
+    def forward(ctx, x: Tensor, targets: Tensor, kernel: Callable, a_pos: float, a_neg: float,
                 gamma: float) -> Tensor:
-        kind = 'hard' if targets.dtype == torch.bool else 'soft'
-        ctx.save_for_backward(x, targets)
-        ctx.args = (backend, kind, a_pos, a_neg, gamma)
         # element-wise kernels on 1-D views: one compiled graph serves every shape
-        loss = _pick(backend, kind + '_forward', False, x)(x.reshape(-1), targets.reshape(-1),
-                                                            a_pos, a_neg, gamma)
+        # (detached: a leaf's requires_grad flag would otherwise be a guard of its own)
+        out = kernel(x.detach().reshape(-1), targets.reshape(-1), a_pos, a_neg, gamma)
+        if isinstance(out, tuple):
+            loss, local_grad = out
+            ctx.save_for_backward(local_grad.view(x.shape))
+        else:  # no gradient wanted (no_grad, or logits that do not require it)
+            loss = out
         return loss.view(x.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, targets = ctx.saved_tensors
-        backend, kind, a_pos, a_neg, gamma = ctx.args
-        # The backward of a sum is one value expanded to full size: pass it as a 0-d tensor
-        # rather than materializing it.
-        scalar_grad = grad.numel() > 1 and all(s == 0 for s in grad.stride())
-        g = grad.reshape(-1)[0] if scalar_grad else grad.reshape(-1)
-        kernel = _pick(backend, kind + '_backward', scalar_grad, x)
-        d_x = kernel(x.reshape(-1), targets.reshape(-1), g, a_pos, a_neg, gamma)
-        return d_x.view(x.shape), None, None, None, None, None
+        (local_grad,) = ctx.saved_tensors
+        return local_grad * grad, None, None, None, None, None
 
 
 def fused_sigmoid_focal_loss(x: Tensor, targets: Tensor, alpha: Optional[float],
-                             gamma: float, backend: str = 'compile') -> Tensor:
+                             gamma: float, kernel: Callable) -> Tensor:
     """Element-wise exact focal loss of float32/float64 logits ``x``; ``targets`` a bool mask
-    of positives (hard labels) or soft labels in ``x``'s dtype; ``backend`` from
-    :func:`fused_backend_for`. Arguments are not checked here:
+    of positives (hard labels) or soft labels in ``x``'s dtype; ``kernel`` from
+    :func:`fused_kernel`. Arguments are not checked here:
     :func:`.sigmoid_focal.sigmoid_focal_loss` validates and dispatches."""
     a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
-    return _FusedSigmoidFocal.apply(x, targets, backend, a_pos, a_neg, gamma)
+    return _FusedSigmoidFocal.apply(x, targets, kernel, a_pos, a_neg, gamma)

@@ -31,7 +31,7 @@ from ._common import (
     exact_focal_terms,
     reduce,
 )
-from .fused_sigmoid_focal import fused_backend_for, fused_sigmoid_focal_loss
+from .fused_sigmoid_focal import fused_kernel, fused_sigmoid_focal_loss
 from .stabilizer import (
     check_eps,
     check_exponent,
@@ -101,12 +101,13 @@ def sigmoid_focal_loss(inputs: Tensor,
     positive = _hard_labels(targets, detect_in_floats=exact_logits)
     dtype = compute_dtype(inputs)
     x = inputs.to(dtype)
-    fused = fused_backend_for(x, targets) if exact_logits else None
-    if fused is not None:
-        # closed-form backward, only (x, targets) saved: the fast path, see its module
+    if exact_logits:
         fused_targets = positive if positive is not None else targets.to(dtype)
-        return reduce(fused_sigmoid_focal_loss(x, fused_targets, alpha, gamma, fused),
-                      reduction)
+        kernel = fused_kernel(x, fused_targets)
+        if kernel is not None:
+            # loss and closed-form gradient in one pass: the fast path, see its module
+            return reduce(fused_sigmoid_focal_loss(x, fused_targets, alpha, gamma, kernel),
+                          reduction)
     if exact_logits and positive is not None:
         # Hard labels: 1 - p_t = sigmoid(-u) and BCE = softplus(-u) with the signed logit
         # u = x for positives, -x for negatives. A handful of element-wise passes, fewer

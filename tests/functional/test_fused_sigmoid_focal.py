@@ -1,0 +1,231 @@
+"""The fused 'exact' sigmoid focal loss (closed-form backward) against the mpmath reference and
+against the autograd formulation it replaces, for every backend."""
+import threading
+
+import pytest
+import torch
+from conftest import GAMMAS, SATURATING_LOGITS
+from reference import focal_elem, map_elements
+
+from focal_plugin.functional import fused_sigmoid_focal as fused
+from focal_plugin.functional import sigmoid_focal_loss
+
+FUSED = ['eager', 'compile']
+
+
+@pytest.fixture
+def backend(request):
+    before = fused.get_fused_backend()
+    fused.set_fused_backend(request.param)
+    yield request.param
+    fused.set_fused_backend(before)
+
+
+def run(x, t, backend_name, reduction='none', **kw):
+    """Loss and d(sum of loss)/dx with the given backend."""
+    before = fused.get_fused_backend()
+    fused.set_fused_backend(backend_name)
+    try:
+        x = x.detach().clone().requires_grad_(True)
+        loss = sigmoid_focal_loss(x, t, reduction=reduction, **kw)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    finally:
+        fused.set_fused_backend(before)
+    return loss.detach(), grad
+
+
+def inputs(dtype, soft):
+    x = torch.tensor([v for v in SATURATING_LOGITS if abs(v) <= 30] + [3.3, -7.7, 0.1, -0.3, 15],
+                     dtype=torch.float64).repeat(2)
+    g = torch.Generator().manual_seed(0)
+    t = (torch.rand(x.numel(), generator=g, dtype=torch.float64) if soft
+         else (torch.arange(x.numel()) % 2 == 0).double())
+    if soft:
+        t[:4] = torch.tensor([0.0, 1.0, 0.5, 1.0])  # hard values inside a soft tensor
+    # the reference sees exactly the values the dtype can hold
+    return x.to(dtype), t.to(dtype)
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('soft', [False, True])
+@pytest.mark.parametrize('alpha', [0.25, None])
+@pytest.mark.parametrize('gamma', [0.0] + GAMMAS)
+def test_matches_mpmath_reference_float32(backend, soft, alpha, gamma):
+    x, t = inputs(torch.float32, soft)
+    loss, grad = run(x, t, backend, alpha=alpha, gamma=gamma)
+    ref_loss, ref_grad, scale = map_elements(focal_elem, x, t, gamma, alpha)
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-37)
+    # float32 promises a relative error of the gradient's condition scale (where two terms
+    # cancel, the result itself can be tiny)
+    assert ((grad.double() - ref_grad).abs() <= 1e-5 * scale + 1e-37).all()
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('soft', [False, True])
+@pytest.mark.parametrize('gamma', [0.01, 0.5, 2.0])
+def test_float64_matches_autograd_reference_tightly(backend, soft, gamma):
+    x, t = inputs(torch.float64, soft)
+    loss, grad = run(x, t, backend, alpha=0.25, gamma=gamma)
+    ref_loss, ref_grad = run(x, t, 'off', alpha=0.25, gamma=gamma)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-300)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-300)
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('soft', [False, True])
+@pytest.mark.parametrize('gamma', [0.01, 0.5, 0.9, 2.0])
+def test_finite_at_saturated_logits(backend, soft, gamma):
+    x = torch.tensor(SATURATING_LOGITS).repeat(2)
+    t = (torch.arange(x.numel()) % 2 == 0).float()
+    if soft:
+        t = t * 0.8 + 0.1
+    loss, grad = run(x, t, backend, gamma=gamma)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    ref_loss, ref_grad = run(x, t, 'off', gamma=gamma)
+    torch.testing.assert_close(loss, ref_loss, rtol=2e-6, atol=1e-37)
+    torch.testing.assert_close(grad, ref_grad, rtol=2e-5, atol=1e-37)
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_inputs_upcast_and_grad_in_input_dtype(backend, dtype):
+    x = torch.tensor([-20.0, -3.0, 0.0, 2.5, 20.0, 60.0], dtype=dtype)
+    t = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0], dtype=dtype)
+    loss, grad = run(x, t, backend, gamma=0.5)
+    ref_loss, ref_grad = run(x, t, 'off', gamma=0.5)
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('reduction', ['sum', 'mean'])
+def test_reduced_losses(backend, reduction):
+    """The backward of a reduction receives one value expanded to full size."""
+    x = torch.randn(50, 7, generator=torch.Generator().manual_seed(1)) * 8
+    t = torch.rand(50, 7, generator=torch.Generator().manual_seed(2)) > 0.8
+    loss, grad = run(x, t, backend, reduction=reduction, gamma=0.5)
+    ref_loss, ref_grad = run(x, t, 'off', reduction=reduction, gamma=0.5)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('soft', [False, True])
+def test_autograd_keeps_only_the_local_gradient(backend, soft):
+    x = torch.randn(64, 9, requires_grad=True)
+    t = torch.rand(64, 9) if soft else torch.rand(64, 9) > 0.5
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda v: v):
+        loss = sigmoid_focal_loss(x, t, gamma=0.5, reduction='none')
+    assert len(saved) == 1 and saved[0].shape == x.shape
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    torch.testing.assert_close(grad, saved[0])  # d(sum)/dx is the local gradient itself
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+def test_no_grad_runs_the_loss_only_kernel(backend):
+    x = torch.randn(40, 3)
+    t = torch.rand(40, 3) > 0.5
+    with torch.no_grad():
+        assert fused.fused_kernel(x.requires_grad_(), t).__name__.endswith('hard_loss') or \
+            backend == 'compile'
+        loss = sigmoid_focal_loss(x, t, gamma=0.5)
+    ref, _ = run(x.detach(), t, 'off', gamma=0.5)
+    torch.testing.assert_close(loss, ref)
+
+
+def test_backend_dispatch():
+    x = torch.randn(4, 3, requires_grad=True)
+    hard, soft = x > 0, torch.rand(4, 3)
+    fused.set_fused_backend('eager')
+    try:
+        assert fused.fused_kernel(x, hard) is fused._EAGER['hard_loss_and_grad']
+        assert fused.fused_kernel(x, soft) is fused._EAGER['soft_loss_and_grad']
+        assert fused.fused_kernel(x.detach(), hard) is fused._EAGER['hard_loss']
+        assert fused.fused_kernel(x.half(), hard) is None  # the caller upcasts first
+        assert fused.fused_kernel(x, soft.requires_grad_(True)) is None
+        fused.set_fused_backend('off')
+        assert fused.fused_kernel(x, hard) is None
+    finally:
+        fused.set_fused_backend('auto')
+
+
+def test_grad_through_targets_uses_the_reference():
+    x = torch.randn(10, requires_grad=True)
+    t = torch.rand(10, requires_grad=True)
+    loss = sigmoid_focal_loss(x, t, gamma=0.5, reduction='sum')
+    gx, gt = torch.autograd.grad(loss, (x, t))
+    assert torch.isfinite(gx).all() and torch.isfinite(gt).all() and gt.abs().sum() > 0
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match='backend'):
+        fused.set_fused_backend('fast')
+    fused._backend = 'fast'  # as if set through FOCAL_PLUGIN_FUSED
+    try:
+        with pytest.raises(ValueError, match='FOCAL_PLUGIN_FUSED'):
+            sigmoid_focal_loss(torch.zeros(2), torch.ones(2))
+    finally:
+        fused.set_fused_backend('auto')
+
+
+def test_compiled_kernels_do_not_recompile_per_shape():
+    from torch._dynamo.utils import counters
+    fused.warm_up(torch.float32)
+    graphs = counters['stats']['unique_graphs']
+    assert graphs >= len(fused._EAGER)  # the counter does count our kernels
+    for n in (13, 1000, 4567, 120 * 80):  # anchor counts vary from batch to batch
+        x = torch.randn(n, 5)
+        loss, grad = run(x, x > 1, 'compile', gamma=0.5)
+        ref_loss, ref_grad = run(x, x > 1, 'off', gamma=0.5)
+        torch.testing.assert_close(loss, ref_loss)
+        torch.testing.assert_close(grad, ref_grad)
+    assert counters['stats']['unique_graphs'] == graphs
+
+
+def test_auto_serves_the_reference_until_compiled_in_background(monkeypatch):
+    """'auto' never blocks on the compiler: the first call runs the autograd reference and
+    queues the compilation; once the worker is done the compiled kernels serve."""
+    compiler = fused._CompiledKernels()
+    monkeypatch.setattr(fused, '_COMPILED', compiler)
+    fused.set_fused_backend('auto')
+    x, t = torch.randn(30, 4), torch.rand(30, 4) > 0.7
+    x.requires_grad_(True)
+    assert fused.fused_kernel(x, t) is None  # not compiled yet: the reference
+    loss, grad = run(x, t, 'auto', gamma=0.5)
+    ref_loss, ref_grad = run(x, t, 'off', gamma=0.5)
+    torch.testing.assert_close(loss, ref_loss)
+    worker = compiler.worker
+    assert worker is None or isinstance(worker, threading.Thread)
+    if worker is not None:
+        worker.join(timeout=300)
+    assert compiler.failed is None
+    assert fused.fused_kernel(x, t) is compiler.ready['hard_loss_and_grad', torch.float32, 'cpu']
+    loss, grad = run(x, t, 'auto', gamma=0.5)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def test_inside_a_compiled_model_the_eager_kernels_are_traced():
+    def step(x, t):
+        return sigmoid_focal_loss(x * 2, t, gamma=0.5, reduction='sum')
+
+    compiled = torch.compile(step, dynamic=True)
+    x = torch.randn(20, 3, requires_grad=True)
+    t = torch.rand(20, 3) > 0.6
+    (grad,) = torch.autograd.grad(compiled(x, t), x)
+    (ref,) = torch.autograd.grad(step(x, t), x)
+    torch.testing.assert_close(grad, ref)
+
+
+def test_empty_input_is_zero_not_nan():
+    for name in FUSED:
+        loss, grad = run(torch.zeros(0, 80), torch.zeros(0, 80, dtype=torch.bool), name,
+                         reduction='mean', gamma=0.5)
+        assert loss.item() == 0 and grad.shape == (0, 80)

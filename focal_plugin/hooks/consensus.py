@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from mmengine import dist
 
-__all__ = ['agree_any', 'gather_from_ranks', 'rank_and_world']
+__all__ = ['agree_any', 'agree_any_flags', 'gather_from_ranks', 'rank_and_world']
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -30,6 +30,13 @@ def agree_any(flags: torch.Tensor) -> list[bool]:
     if dist.is_distributed():
         dist.all_reduce(flags, op='max')
     return [bool(value) for value in flags.tolist()]
+
+
+def agree_any_flags(flags: list[bool]) -> list[bool]:
+    """:func:`agree_any` for host booleans; no tensor at all outside distributed training."""
+    if not dist.is_distributed():
+        return list(flags)
+    return agree_any(torch.tensor(flags, dtype=torch.int32))
 
 
 def gather_from_ranks(obj: Any) -> list[Any]:

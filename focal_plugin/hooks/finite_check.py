@@ -93,6 +93,17 @@ def _exactly_nonfinite(tensors: Sequence[Tensor]) -> bool:
     return bool(torch.stack(flags).any()) if flags else False
 
 
+def _all_finite_at_once(groups: Sequence[Sequence[Tensor]]) -> bool:
+    """One norm pass over every group's tensors when they share a device and a full-precision
+    dtype; False means "look per group" (something may be wrong, or the groups differ)."""
+    tensors = [t for group in groups for t in group]
+    first = tensors[0]
+    if first.dtype in _LOW_PRECISION or any(t.dtype != first.dtype or t.device != first.device
+                                            for t in tensors):
+        return False
+    return bool(torch.isfinite(torch.stack(_foreach_norm(tensors, False))).all())
+
+
 def any_nonfinite(groups: Sequence[Sequence[Tensor]]) -> list[bool]:
     """For each group of tensors, whether any entry is NaN or Inf.
 
@@ -106,6 +117,8 @@ def any_nonfinite(groups: Sequence[Sequence[Tensor]]) -> list[bool]:
     result = [False] * len(groups)
     if not checked:
         return result
+    if len(checked) > 1 and _all_finite_at_once(groups):
+        return result  # the normal case: one foreach call for all groups together
     flags = [_group_finite(groups[i], device) for i in checked]
     finite = [bool(flags[0])] if len(flags) == 1 else torch.stack(flags).tolist()
     for i, ok in zip(checked, finite):

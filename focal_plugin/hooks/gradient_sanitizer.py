@@ -32,7 +32,7 @@ from torch import Tensor
 from focal_plugin.registry import register_hook
 
 from .batch_info import batch_metainfo
-from .consensus import agree_any, gather_from_ranks, rank_and_world
+from .consensus import agree_any_flags, gather_from_ranks, rank_and_world
 from .errors import NonFiniteCheckpointError, NonFiniteTrainingError
 from .finite_check import (
     any_nonfinite,
@@ -328,7 +328,7 @@ class GradientSanitizerHook(Hook):
         """The fused check of an audit, agreed across ranks: (grads bad, loss bad)."""
         grads = floating_tensors(p.grad for p in params)
         local = any_nonfinite([grads, losses])  # the one host sync of a normal audit
-        grads_bad, loss_bad = agree_any(torch.tensor(local, dtype=torch.int32))
+        grads_bad, loss_bad = agree_any_flags(local)
         return grads_bad, loss_bad
 
     # --------------------------------------------------------------- decisions
@@ -603,7 +603,7 @@ class GradientSanitizerHook(Hook):
     def _nonfinite_state(self, named: list[tuple[str, Tensor]]) -> bool:
         """Agreed across ranks: does any of these parameters/buffers hold NaN/Inf?"""
         local = any_nonfinite([[t for _, t in named]])
-        return agree_any(torch.tensor(local, dtype=torch.int32))[0]
+        return agree_any_flags(local)[0]
 
     def _state_draft(self, kind: str, named: list[tuple[str, Tensor]], action: str,
                      reason: str) -> dict:

@@ -9,6 +9,9 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 sys.path.insert(0, os.path.dirname(__file__))  # tests/reference.py
+# The fused sigmoid focal loss compiles on first use ('compile'), not in the background
+# ('auto', the default): a test must not switch kernels half-way through a comparison.
+os.environ.setdefault('FOCAL_PLUGIN_FUSED', 'compile')
 
 # The hard points the developers' guide asks for.
 SATURATING_LOGITS = [0.0, 1.0, -1.0, 10.0, -10.0, 20.0, -20.0, 40.0, -40.0, 100.0, -100.0,

@@ -1,0 +1,47 @@
+"""tools/merge_sweeps.py: several sweep CSVs become one grid (CSV, heatmap, Markdown)."""
+import csv
+import importlib.util
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def load(name):
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(sweep, mode, gamma, threshold, status, epochs, nonfinite_iter=None):
+    base = dict.fromkeys(sweep.CSV_COLUMNS)
+    base.update(mode=mode, gamma=gamma, alpha=0.5, threshold=threshold, noise=0.0, seed=0,
+                positive_fraction=0.1 * (threshold + 1), max_epochs=100, iters_per_epoch=157,
+                status=status, completed_epochs=epochs,
+                nonfinite_epoch=None if nonfinite_iter is None else epochs + 1,
+                nonfinite_iter=nonfinite_iter)
+    return base
+
+
+def test_merge_dedupes_skips_unfinished_and_tabulates(tmp_path):
+    sweep, merge = load('sweep'), load('merge_sweeps')
+    first, second = tmp_path / 'a.csv', tmp_path / 'b.csv'
+    sweep.write_csv(first, [row(sweep, 'none', 0.1, 0, 'diverged', 21, 3432),
+                            row(sweep, 'exact', 0.1, 0, 'completed', 100)])
+    sweep.write_csv(second, [row(sweep, 'exact', 0.1, 0, 'diverged', 5, 800),  # duplicate
+                             row(sweep, 'exact', 0.3, 2, 'completed', 100),
+                             row(sweep, 'epsilon', 0.3, 2, 'error', 3)])       # unfinished
+    out = tmp_path / 'merged'
+    merge.main([str(first), str(second), '--out', str(out)])
+    with open(out / 'results.csv', newline='') as f:
+        merged = list(csv.DictReader(f))
+    assert [(r['mode'], r['gamma'], r['threshold'], r['status']) for r in merged] == [
+        ('none', '0.1', '0', 'diverged'), ('exact', '0.1', '0', 'completed'),
+        ('exact', '0.3', '2', 'completed')]
+    table = (out / 'tables.md').read_text()
+    assert 'NaN at step 3432 (epoch 22)' in table
+    assert '### exact: 2 cells run, 0 with a non-finite step' in table
+    assert 'epsilon' not in table
+    assert (out / 'completed_epochs_heatmap.png').stat().st_size > 1000

@@ -34,8 +34,7 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
-from focal_plugin.functional import fused_sigmoid_focal as fused
-from focal_plugin.functional import sigmoid_focal_loss
+from focal_plugin.functional import fused, quality_focal_loss, sigmoid_focal_loss
 
 NUM_CLASSES = 80
 ANCHORS = [125, 1250, 2000, 12500, 125000]  # x 80 classes: 1e4 ... 1e7 elements
@@ -121,7 +120,7 @@ def seconds(fn, *args) -> float:
 
 def peak_bytes(fn, x, t_bool, t_float) -> int:
     """Peak of live allocations during one fwd+bwd (inputs included, counted at start)."""
-    base = sum(v.untyped_storage().nbytes() for v in (x, t_bool, t_float))
+    base = sum(v.untyped_storage().nbytes() for v in (x, t_bool, t_float) if v is not None)
     if x.is_cuda:
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
@@ -145,29 +144,62 @@ def peak_bytes(fn, x, t_bool, t_float) -> int:
     return base + peak
 
 
-def measure(device: str, threads: int, repeats: int) -> list:
+def mmdet_qfl(x, scores, _):
+    from mmdet.models.losses.gfocal_loss import quality_focal_loss_tensor_target
+    return quality_focal_loss_tensor_target(x, scores, beta=GAMMA).sum()
+
+
+def ours_qfl(backend: str) -> Callable:
+    def run(x, scores, _):
+        fused.set_fused_backend(backend)
+        return quality_focal_loss(x, scores, GAMMA, 'sum')
+    return run
+
+
+# QFL (GFL's classification loss): dense IoU-quality scores, 1 % of the pairs positive
+QFL_VARIANTS: Dict[str, Callable] = {
+    'mmdet quality_focal_loss_tensor_target': mmdet_qfl,
+    'ours QFL exact, fused (compiled)': ours_qfl('compile'),
+    'ours QFL exact, autograd reference': ours_qfl('off'),
+}
+
+
+def focal_targets(anchors, g, device):
+    labels = torch.randint(0, NUM_CLASSES + 1, (anchors,), generator=g)
+    t_bool = F.one_hot(labels, NUM_CLASSES + 1)[:, :NUM_CLASSES].bool().to(device)
+    return t_bool, t_bool.float()
+
+
+def quality_targets(anchors, g, device):
+    scores = torch.zeros(anchors * NUM_CLASSES)
+    positive = torch.randint(0, scores.numel(), (scores.numel() // 100,), generator=g)
+    scores[positive] = torch.rand(positive.numel(), generator=g)
+    return scores.view(anchors, NUM_CLASSES).to(device), None
+
+
+def measure(device: str, threads: int, repeats: int, variants=None, targets=focal_targets,
+            anchor_counts=ANCHORS) -> list:
+    variants = variants or VARIANTS
+    base = next(iter(variants))
     torch.set_num_threads(threads)
     rows = []
-    for anchors in ANCHORS:
+    for anchors in anchor_counts:
         g = torch.Generator().manual_seed(anchors)
         x = (torch.randn(anchors, NUM_CLASSES, generator=g) * 3).to(device).requires_grad_()
-        labels = torch.randint(0, NUM_CLASSES + 1, (anchors,), generator=g)
-        t_bool = F.one_hot(labels, NUM_CLASSES + 1)[:, :NUM_CLASSES].bool().to(device)
-        t_float = t_bool.float()
-        args = (x, t_bool, t_float)
-        for fn in VARIANTS.values():  # warm-up (and compilation) outside the timing
+        args = (x, *targets(anchors, g, device))
+        for fn in variants.values():  # warm-up (and compilation) outside the timing
             fwd_bwd(fn, *args)
-        times = {name: [] for name in VARIANTS}
+        times = {name: [] for name in variants}
         for _ in range(repeats):
-            for name, fn in VARIANTS.items():
+            for name, fn in variants.items():
                 times[name].append(seconds(fn, *args))
-        peaks = {name: peak_bytes(fn, *args) for name, fn in VARIANTS.items()}
-        for name in VARIANTS:
+        peaks = {name: peak_bytes(fn, *args) for name, fn in variants.items()}
+        for name in variants:
             med = statistics.median(times[name])
             rows.append(dict(device=device, threads=threads, elements=x.numel(),
                              shape=f'{anchors} x {NUM_CLASSES}', variant=name,
-                             ms=med * 1e3, time_ratio=med / statistics.median(times[BASE]),
-                             peak_mb=peaks[name] / 2**20, mem_ratio=peaks[name] / peaks[BASE],
+                             ms=med * 1e3, time_ratio=med / statistics.median(times[base]),
+                             peak_mb=peaks[name] / 2**20, mem_ratio=peaks[name] / peaks[base],
                              melem_s=x.numel() / med / 1e6))
             print(format_row(rows[-1]), flush=True)
     fused.set_fused_backend('auto')
@@ -261,6 +293,14 @@ def main() -> None:
     lines = [f'torch {torch.__version__}, gamma={GAMMA}, alpha={ALPHA}, median of '
              f'{args.repeats} fwd+bwd runs; CUDA available: {torch.cuda.is_available()}', '']
     lines += header + [format_row(r) for r in rows]
+    print('\nQFL (beta = 2), ratios vs mmdet')
+    qfl = []
+    for threads in args.threads:
+        qfl += measure('cpu', threads, args.repeats, QFL_VARIANTS, quality_targets,
+                       ANCHORS[-2:])
+    lines += ['', '### Quality focal loss (beta = 2; "x torchvision" columns are vs mmdet\'s '
+              'quality_focal_loss_tensor_target; 1 % of the pairs carry a score)', ''] + \
+        header + [format_row(r) for r in qfl]
     if args.first_call:
         lines += ['', '### First call and varying anchor counts (fresh process, 1 thread, '
                   '~100k x 80 logits)', ''] + first_call_table()

@@ -4,6 +4,7 @@
 ``torchvision.ops.sigmoid_focal_loss`` with two extra keyword arguments, ``stabilizer`` and
 ``eps``; see :mod:`.stabilizer` for the three modes.
 """
+from .fused import get_fused_backend, set_fused_backend
 from .generalized_focal import quality_focal_loss, varifocal_loss
 from .sigmoid_focal import sigmoid_focal_loss
 from .softmax_focal import log1m_softmax, softmax_focal_loss, softmax_margin
@@ -19,5 +20,6 @@ __all__ = [
     'STABILIZERS', 'UFL_VARIANTS', 'modulating_factor', 'zero_safe_pow', 'log1m_softmax',
     'softmax_margin',
     'sigmoid_focal_loss', 'softmax_focal_loss', 'quality_focal_loss', 'varifocal_loss',
-    'asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss',
+    'asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss', 'set_fused_backend',
+    'get_fused_backend',
 ]

@@ -33,6 +33,7 @@ from ._common import (
     log_quality_base,
     reduce,
 )
+from .fused import fused_kernel, fused_quality_focal_loss
 from .stabilizer import (
     check_eps,
     check_exponent,
@@ -90,6 +91,10 @@ def quality_focal_loss(inputs: Tensor,
 
     ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``)."""
     x, t = _prepare(inputs, targets, beta, 'beta', reduction, stabilizer, eps)
+    fused = stabilizer == 'exact' and not activated and beta > 0  # beta 0: plain BCE
+    kernel = fused_kernel(x, t, 'quality') if fused else None
+    if kernel is not None:  # loss and closed-form gradient in one pass, see .fused
+        return reduce(fused_quality_focal_loss(x, t, beta, kernel), reduction)
     factor = _quality_factor(x, t, beta, stabilizer, eps, activated)
     loss = _bce(x, t, activated, stabilizer) * factor
     return reduce(loss, reduction)

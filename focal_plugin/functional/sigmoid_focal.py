@@ -31,7 +31,7 @@ from ._common import (
     exact_focal_terms,
     reduce,
 )
-from .fused_sigmoid_focal import fused_kernel, fused_sigmoid_focal_loss
+from .fused import fused_kernel, fused_sigmoid_focal_loss
 from .stabilizer import (
     check_eps,
     check_exponent,

@@ -1,14 +1,13 @@
-"""The fused 'exact' sigmoid focal loss (closed-form backward) against the mpmath reference and
-against the autograd formulation it replaces, for every backend."""
+"""The fused 'exact' sigmoid focal loss and QFL (closed-form gradient) against the mpmath
+references and against the autograd formulations they replace, for every backend."""
 import threading
 
 import pytest
 import torch
 from conftest import GAMMAS, SATURATING_LOGITS
-from reference import focal_elem, map_elements
+from reference import focal_elem, map_elements, quality_elem
 
-from focal_plugin.functional import fused_sigmoid_focal as fused
-from focal_plugin.functional import sigmoid_focal_loss
+from focal_plugin.functional import fused, quality_focal_loss, sigmoid_focal_loss
 
 FUSED = ['eager', 'compile']
 
@@ -228,3 +227,69 @@ def test_empty_input_is_zero_not_nan():
         loss, grad = run(torch.zeros(0, 80), torch.zeros(0, 80, dtype=torch.bool), name,
                          reduction='mean', gamma=0.5)
         assert loss.item() == 0 and grad.shape == (0, 80)
+
+
+# ---- QFL -------------------------------------------------------------------------------------
+
+def run_qfl(x, y, backend_name, beta):
+    before = fused.get_fused_backend()
+    fused.set_fused_backend(backend_name)
+    try:
+        x = x.detach().clone().requires_grad_(True)
+        loss = quality_focal_loss(x, y, beta)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    finally:
+        fused.set_fused_backend(before)
+    return loss.detach(), grad
+
+
+def qfl_inputs(dtype):
+    x = torch.tensor(SATURATING_LOGITS + [3.3, -7.7, 0.4], dtype=torch.float64).repeat(3)
+    n = x.numel() // 3
+    y = torch.zeros(x.numel(), dtype=torch.float64)
+    y[n:2 * n] = torch.rand(n, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y[2 * n:] = 1.0
+    x, y = x.to(dtype), y.to(dtype)
+    y[-1] = torch.sigmoid(x[-1])  # exactly at the cusp sigmoid(x) == y
+    return x, y
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('beta', [b for b in GAMMAS])
+def test_qfl_matches_mpmath_reference_float32(backend, beta):
+    x, y = qfl_inputs(torch.float32)
+    keep = x.abs() <= 30  # where float32 can promise relative accuracy
+    # not at the cusp: float32 rounds |y - p| ~ 1e-8 to 0 there, and for small beta
+    # (1e-8)**beta is far from 0**beta (the autograd formulation rounds the same way)
+    keep[-1] = False
+    loss, grad = run_qfl(x, y, backend, beta)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    ref_loss, ref_grad = map_elements(quality_elem, x, y, beta)
+    torch.testing.assert_close(loss.double()[keep], ref_loss[keep], rtol=1e-5, atol=1e-30)
+    torch.testing.assert_close(grad.double()[keep], ref_grad[keep], rtol=1e-4, atol=1e-7)
+    assert grad[-1] == 0  # the cusp
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('beta', [0.01, 0.5, 2.0])
+def test_qfl_float64_matches_autograd_reference(backend, beta):
+    x, y = qfl_inputs(torch.float64)
+    loss, grad = run_qfl(x, y, backend, beta)
+    ref_loss, ref_grad = run_qfl(x, y, 'off', beta)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-300)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-300)
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+def test_qfl_dispatch(backend):
+    x = torch.randn(6, 4, requires_grad=True)
+    y = torch.rand(6, 4)
+    assert fused.fused_kernel(x, y, 'quality') is not None
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        quality_focal_loss(x, y, 0.5)
+    assert len(saved) == 1  # the local gradient only
+    # beta == 0 is plain BCE and stays on the reference path
+    loss, _ = run_qfl(x, y, backend, 0.0)
+    torch.testing.assert_close(
+        loss, torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction='none'))

@@ -1,6 +1,7 @@
-"""Fused ``'exact'`` sigmoid focal loss: loss and closed-form gradient in one pass.
+"""Fused ``'exact'`` sigmoid focal loss and QFL: loss and closed-form gradient in one pass.
 
-The autograd formulation (:func:`.sigmoid_focal.sigmoid_focal_loss`, kept as the reference)
+The autograd formulations (:func:`.sigmoid_focal.sigmoid_focal_loss`,
+:func:`.generalized_focal.quality_focal_loss`, kept as the references)
 stores several full-size intermediates for the backward pass and walks memory once per op.
 Here the derivative is written out, with the singular factor already cancelled, and computed
 in the same pass as the loss (the shared exp/log1p are the cost on CPU): autograd keeps one
@@ -20,6 +21,7 @@ space, so it stays finite where ``b`` underflows)::
     dL/dx = alpha_t * b**gamma * ((p - t) + gamma * BCE(x, t) * (1 - 2t) * r)
 
 Every term is bounded: the ``gamma * b**(gamma - 1)`` of the chain rule never appears.
+QFL's closed form is in :func:`quality_loss`.
 
 Backends (``FOCAL_PLUGIN_FUSED`` environment variable, or :func:`set_fused_backend`):
 
@@ -51,8 +53,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ['BACKENDS', 'fused_kernel', 'fused_sigmoid_focal_loss', 'set_fused_backend',
-           'get_fused_backend', 'warm_up', 'compiled_kernels_ready']
+__all__ = ['BACKENDS', 'fused_kernel', 'fused_sigmoid_focal_loss', 'fused_quality_focal_loss',
+           'set_fused_backend', 'get_fused_backend', 'warm_up', 'compiled_kernels_ready']
 
 BACKENDS = ('auto', 'compile', 'eager', 'off')
 _logger = logging.getLogger(__name__)
@@ -103,16 +105,51 @@ def soft_loss(x: Tensor, t: Tensor, a_pos: float, a_neg: float, gamma: float,
     return loss, weighted_factor * (p_minus_t + gamma * ce * (1 - 2 * t) * r)
 
 
-def _loss_and_grad(fn: Callable) -> Callable:
-    def kernel(x, targets, a_pos, a_neg, gamma):
-        return fn(x, targets, a_pos, a_neg, gamma, with_grad=True)
-    kernel.__name__ = fn.__name__ + '_and_grad'
-    return kernel
+def quality_loss(x: Tensor, y: Tensor, beta: float, with_grad: bool = False):
+    """QFL ``BCE(x, y) * |y - p|**beta`` (and, ``with_grad``, dloss/dx) for scores ``y``,
+    ``beta > 0`` (``beta == 0`` is plain BCE: the caller keeps it on the reference path, so the
+    compiled kernel never branches on the value of ``beta``).
+
+    With ``D = |y - p|`` and ``s = sign(p - y)``: ``dL/dx = s (D**(beta + 1)
+    + beta * BCE * p (1 - p) * D**(beta - 1))``, both terms taken from ``log D`` (computed
+    without cancellation, as in :func:`._common.log_quality_base`). At the cusp ``D == 0`` the
+    gradient is 0, as in the autograd formulation."""
+    sp_pos, sp_neg, _ = _softplus_pair(x)  # -log(1 - p), -log(p)
+    ce = y * sp_neg + (1 - y) * sp_pos
+    a = torch.log(y) - sp_pos      # log(y (1 - p))
+    b = torch.log1p(-y) - sp_neg   # log((1 - y) p); y - p = e^a - e^b
+    gap = (a - b).abs()
+    apart = gap > 0
+    log_d = torch.maximum(a, b) + torch.log(-torch.expm1(-torch.where(apart, gap, 1.0)))
+    loss = ce * torch.where(apart, torch.exp(beta * log_d), 0.0)  # |0|**beta, beta > 0
+    if not with_grad:
+        return loss
+    # D**(beta - 1) p (1 - p), capped below overflow: only reached for small beta within float
+    # rounding of the cusp, where the true slope is huge; finite beats inf there
+    cap = 80.0 if x.dtype == torch.float32 else 700.0
+    slope = torch.exp(torch.clamp((beta - 1) * log_d - sp_pos - sp_neg, max=cap))
+    d_x = torch.exp((beta + 1) * log_d) + beta * ce * slope
+    return loss, torch.where(apart, torch.where(b > a, d_x, -d_x), 0.0)
+
+
+# The loss-and-gradient entry points are separate functions, not closures of one factory:
+# the compiler caches (and limits recompilations) per code object.
+def hard_loss_and_grad(x, positive, a_pos, a_neg, gamma):
+    return hard_loss(x, positive, a_pos, a_neg, gamma, with_grad=True)
+
+
+def soft_loss_and_grad(x, t, a_pos, a_neg, gamma):
+    return soft_loss(x, t, a_pos, a_neg, gamma, with_grad=True)
+
+
+def quality_loss_and_grad(x, y, beta):
+    return quality_loss(x, y, beta, with_grad=True)
 
 
 Kernels = Dict[str, Callable]
-_EAGER: Kernels = {'hard_loss': hard_loss, 'hard_loss_and_grad': _loss_and_grad(hard_loss),
-                   'soft_loss': soft_loss, 'soft_loss_and_grad': _loss_and_grad(soft_loss)}
+_EAGER: Kernels = {fn.__name__: fn for fn in (hard_loss, hard_loss_and_grad, soft_loss,
+                                               soft_loss_and_grad, quality_loss,
+                                               quality_loss_and_grad)}
 
 
 # ---- backend selection and background compilation -----------------------------------------
@@ -202,7 +239,7 @@ def _sample_args(name: str, dtype: torch.dtype, device: str) -> tuple:
     x = torch.linspace(-5, 5, n, dtype=dtype, device=device)
     t = (torch.arange(n, device=device) % 3 == 0)
     t = t if name.startswith('hard') else t.to(dtype) * 0.8 + 0.1
-    return x, t, 0.25, 0.75, 1.5
+    return (x, t, 1.5) if name.startswith('quality') else (x, t, 0.25, 0.75, 1.5)
 
 
 _COMPILED = _CompiledKernels()
@@ -227,21 +264,24 @@ def _compiled(name: str, x: Tensor, block: bool) -> Optional[Callable]:
     return _COMPILED.get((name, x.dtype, x.device.type), block)
 
 
-def _kernel_name(x: Tensor, targets: Tensor) -> str:
-    kind = 'hard' if targets.dtype == torch.bool else 'soft'
+def _kernel_name(x: Tensor, targets: Tensor, loss: str) -> str:
+    if loss == 'focal':
+        loss = 'hard' if targets.dtype == torch.bool else 'soft'
     with_grad = x.requires_grad and torch.is_grad_enabled()
-    return kind + ('_loss_and_grad' if with_grad else '_loss')
+    return loss + ('_loss_and_grad' if with_grad else '_loss')
 
 
-def fused_kernel(x: Tensor, targets: Tensor) -> Optional[Callable]:
+def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal') -> Optional[Callable]:
     """The kernel serving this call, or None for the autograd reference: backend 'off',
     targets that need a gradient, 16-bit logits (the caller upcasts them first), or, in 'auto'
-    mode, a compiled kernel not built yet (its compilation then starts in the background)."""
+    mode, a compiled kernel not built yet (its compilation then starts in the background).
+    ``loss``: ``'focal'`` (sigmoid focal loss; bool targets select the hard-label kernel) or
+    ``'quality'`` (QFL)."""
     backend = get_fused_backend()
     if backend == 'off' or targets.requires_grad or x.dtype not in (torch.float32,
                                                                      torch.float64):
         return None
-    name = _kernel_name(x, targets)
+    name = _kernel_name(x, targets, loss)
     if backend == 'eager' or torch.compiler.is_compiling():
         return _EAGER[name]
     return _compiled(name, x, block=backend == 'compile')
@@ -260,27 +300,27 @@ def compiled_kernels_ready() -> int:
 
 # ---- the autograd function ------------------------------------------------------------------
 
-class _FusedSigmoidFocal(torch.autograd.Function):
+class _FusedLoss(torch.autograd.Function):
     """One pass computes the loss and its local gradient; backward is one multiplication."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, targets: Tensor, kernel: Callable, a_pos: float, a_neg: float,
-                gamma: float) -> Tensor:
+    def forward(ctx, x: Tensor, targets: Tensor, kernel: Callable, *params: float) -> Tensor:
         # element-wise kernels on 1-D views: one compiled graph serves every shape
         # (detached: a leaf's requires_grad flag would otherwise be a guard of its own)
-        out = kernel(x.detach().reshape(-1), targets.reshape(-1), a_pos, a_neg, gamma)
+        out = kernel(x.detach().reshape(-1), targets.reshape(-1), *params)
         if isinstance(out, tuple):
             loss, local_grad = out
             ctx.save_for_backward(local_grad.view(x.shape))
         else:  # no gradient wanted (no_grad, or logits that do not require it)
             loss = out
+        ctx.num_params = len(params)
         return loss.view(x.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
         (local_grad,) = ctx.saved_tensors
-        return local_grad * grad, None, None, None, None, None
+        return (local_grad * grad, None, None) + (None,) * ctx.num_params
 
 
 def fused_sigmoid_focal_loss(x: Tensor, targets: Tensor, alpha: Optional[float],
@@ -290,4 +330,12 @@ def fused_sigmoid_focal_loss(x: Tensor, targets: Tensor, alpha: Optional[float],
     :func:`fused_kernel`. Arguments are not checked here:
     :func:`.sigmoid_focal.sigmoid_focal_loss` validates and dispatches."""
     a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
-    return _FusedSigmoidFocal.apply(x, targets, kernel, a_pos, a_neg, gamma)
+    return _FusedLoss.apply(x, targets, kernel, a_pos, a_neg, gamma)
+
+
+def fused_quality_focal_loss(x: Tensor, scores: Tensor, beta: float,
+                             kernel: Callable) -> Tensor:
+    """Element-wise exact QFL of float32/float64 logits; ``scores`` in ``x``'s dtype;
+    ``kernel`` from ``fused_kernel(x, scores, 'quality')``. Not checked here:
+    :func:`.generalized_focal.quality_focal_loss` validates and dispatches."""
+    return _FusedLoss.apply(x, scores, kernel, beta)

@@ -34,7 +34,12 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
-from focal_plugin.functional import fused, quality_focal_loss, sigmoid_focal_loss
+from focal_plugin.functional import (
+    fused,
+    quality_focal_loss,
+    sigmoid_focal_loss,
+    varifocal_loss,
+)
 
 NUM_CLASSES = 80
 ANCHORS = [125, 1250, 2000, 12500, 125000]  # x 80 classes: 1e4 ... 1e7 elements
@@ -161,6 +166,25 @@ QFL_VARIANTS: Dict[str, Callable] = {
     'mmdet quality_focal_loss_tensor_target': mmdet_qfl,
     'ours QFL exact, fused (compiled)': ours_qfl('compile'),
     'ours QFL exact, autograd reference': ours_qfl('off'),
+}
+
+
+def mmdet_vfl(x, scores, _):
+    from mmdet.models.losses.varifocal_loss import varifocal_loss as vfl
+    return vfl(x, scores, alpha=0.75, gamma=GAMMA, reduction='sum')
+
+
+def ours_vfl(backend: str) -> Callable:
+    def run(x, scores, _):
+        fused.set_fused_backend(backend)
+        return varifocal_loss(x, scores, 0.75, GAMMA, True, 'sum')
+    return run
+
+
+VFL_VARIANTS: Dict[str, Callable] = {
+    'mmdet varifocal_loss': mmdet_vfl,
+    'ours VFL exact, fused (compiled)': ours_vfl('compile'),
+    'ours VFL exact, autograd reference': ours_vfl('off'),
 }
 
 
@@ -301,6 +325,14 @@ def main() -> None:
     lines += ['', '### Quality focal loss (beta = 2; "x torchvision" columns are vs mmdet\'s '
               'quality_focal_loss_tensor_target; 1 % of the pairs carry a score)', ''] + \
         header + [format_row(r) for r in qfl]
+    print('\nVFL (alpha 0.75, gamma 2, IoU-weighted), ratios vs mmdet')
+    vfl = []
+    for threads in args.threads:
+        vfl += measure('cpu', threads, args.repeats, VFL_VARIANTS, quality_targets,
+                       ANCHORS[-2:])
+    lines += ['', '### Varifocal loss (alpha 0.75, gamma 2, IoU-weighted; "x torchvision" '
+              'columns are vs mmdet\'s varifocal_loss; same targets as QFL)', ''] + \
+        header + [format_row(r) for r in vfl]
     if args.first_call:
         lines += ['', '### First call and varying anchor counts (fresh process, 1 thread, '
                   '~100k x 80 logits)', ''] + first_call_table()

@@ -1,7 +1,7 @@
-"""Fused ``'exact'`` sigmoid focal loss and QFL: loss and closed-form gradient in one pass.
+"""Fused ``'exact'`` sigmoid focal loss, QFL and VFL: loss and closed-form gradient in one pass.
 
 The autograd formulations (:func:`.sigmoid_focal.sigmoid_focal_loss`,
-:func:`.generalized_focal.quality_focal_loss`, kept as the references)
+:func:`.generalized_focal.quality_focal_loss` / ``varifocal_loss``, kept as the references)
 stores several full-size intermediates for the backward pass and walks memory once per op.
 Here the derivative is written out, with the singular factor already cancelled, and computed
 in the same pass as the loss (the shared exp/log1p are the cost on CPU): autograd keeps one
@@ -21,7 +21,7 @@ space, so it stays finite where ``b`` underflows)::
     dL/dx = alpha_t * b**gamma * ((p - t) + gamma * BCE(x, t) * (1 - 2t) * r)
 
 Every term is bounded: the ``gamma * b**(gamma - 1)`` of the chain rule never appears.
-QFL's closed form is in :func:`quality_loss`.
+QFL's and VFL's closed forms are in :func:`quality_loss` and :func:`vfl_loss`.
 
 Backends (``FOCAL_PLUGIN_FUSED`` environment variable, or :func:`set_fused_backend`):
 
@@ -54,6 +54,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 __all__ = ['BACKENDS', 'fused_kernel', 'fused_sigmoid_focal_loss', 'fused_quality_focal_loss',
+           'fused_varifocal_loss',
            'set_fused_backend', 'get_fused_backend', 'warm_up', 'compiled_kernels_ready']
 
 BACKENDS = ('auto', 'compile', 'eager', 'off')
@@ -132,6 +133,28 @@ def quality_loss(x: Tensor, y: Tensor, beta: float, with_grad: bool = False):
     return loss, torch.where(apart, torch.where(b > a, d_x, -d_x), 0.0)
 
 
+def vfl_loss(x: Tensor, t: Tensor, alpha: float, gamma: float, iou_weighted: float,
+             with_grad: bool = False):
+    """VFL (and, ``with_grad``, dloss/dx): ``BCE(x, t) * w`` with ``w = t`` (``iou_weighted``
+    1.0; else 1) for positives ``t > 0`` and ``alpha * p**gamma`` for negatives, where
+    ``dL/dx = alpha p**gamma ((p - t) + gamma (1 - p) BCE)``. ``p**gamma`` is
+    ``exp(-gamma * softplus(-x))``: no singular power. ``iou_weighted`` is a float so that the
+    compiled kernel has no branch on it."""
+    sp_pos, sp_neg, e = _softplus_pair(x)
+    ce = t * sp_neg + (1 - t) * sp_pos
+    positive = t > 0
+    pos_weight = iou_weighted * t + (1 - iou_weighted)
+    neg_factor = alpha * torch.exp(-gamma * sp_neg)
+    loss = ce * torch.where(positive, pos_weight, neg_factor)
+    if not with_grad:
+        return loss
+    inv = 1 / (1 + e)
+    p = torch.where(x >= 0, inv, e * inv)
+    p_minus_t = torch.where(x >= 0, (1 - t) - e * inv, p - t)  # as in soft_loss
+    d_neg = neg_factor * (p_minus_t + gamma * torch.where(x >= 0, e * inv, inv) * ce)
+    return loss, torch.where(positive, pos_weight * p_minus_t, d_neg)
+
+
 # The loss-and-gradient entry points are separate functions, not closures of one factory:
 # the compiler caches (and limits recompilations) per code object.
 def hard_loss_and_grad(x, positive, a_pos, a_neg, gamma):
@@ -146,10 +169,14 @@ def quality_loss_and_grad(x, y, beta):
     return quality_loss(x, y, beta, with_grad=True)
 
 
+def vfl_loss_and_grad(x, t, alpha, gamma, iou_weighted):
+    return vfl_loss(x, t, alpha, gamma, iou_weighted, with_grad=True)
+
+
 Kernels = Dict[str, Callable]
-_EAGER: Kernels = {fn.__name__: fn for fn in (hard_loss, hard_loss_and_grad, soft_loss,
-                                               soft_loss_and_grad, quality_loss,
-                                               quality_loss_and_grad)}
+_EAGER: Kernels = {fn.__name__: fn for fn in (
+    hard_loss, hard_loss_and_grad, soft_loss, soft_loss_and_grad, quality_loss,
+    quality_loss_and_grad, vfl_loss, vfl_loss_and_grad)}
 
 
 # ---- backend selection and background compilation -----------------------------------------
@@ -239,7 +266,11 @@ def _sample_args(name: str, dtype: torch.dtype, device: str) -> tuple:
     x = torch.linspace(-5, 5, n, dtype=dtype, device=device)
     t = (torch.arange(n, device=device) % 3 == 0)
     t = t if name.startswith('hard') else t.to(dtype) * 0.8 + 0.1
-    return (x, t, 1.5) if name.startswith('quality') else (x, t, 0.25, 0.75, 1.5)
+    if name.startswith('quality'):
+        return x, t, 1.5
+    if name.startswith('vfl'):
+        return x, t * (torch.arange(n, device=device) % 2), 0.75, 1.5, 1.0
+    return x, t, 0.25, 0.75, 1.5
 
 
 _COMPILED = _CompiledKernels()
@@ -275,8 +306,8 @@ def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal') -> Optional[Ca
     """The kernel serving this call, or None for the autograd reference: backend 'off',
     targets that need a gradient, 16-bit logits (the caller upcasts them first), or, in 'auto'
     mode, a compiled kernel not built yet (its compilation then starts in the background).
-    ``loss``: ``'focal'`` (sigmoid focal loss; bool targets select the hard-label kernel) or
-    ``'quality'`` (QFL)."""
+    ``loss``: ``'focal'`` (sigmoid focal loss; bool targets select the hard-label kernel),
+    ``'quality'`` (QFL) or ``'vfl'`` (VFL)."""
     backend = get_fused_backend()
     if backend == 'off' or targets.requires_grad or x.dtype not in (torch.float32,
                                                                      torch.float64):
@@ -339,3 +370,9 @@ def fused_quality_focal_loss(x: Tensor, scores: Tensor, beta: float,
     ``kernel`` from ``fused_kernel(x, scores, 'quality')``. Not checked here:
     :func:`.generalized_focal.quality_focal_loss` validates and dispatches."""
     return _FusedLoss.apply(x, scores, kernel, beta)
+
+
+def fused_varifocal_loss(x: Tensor, scores: Tensor, alpha: float, gamma: float,
+                         iou_weighted: bool, kernel: Callable) -> Tensor:
+    """Element-wise exact VFL; see :func:`fused_quality_focal_loss`."""
+    return _FusedLoss.apply(x, scores, kernel, alpha, gamma, float(iou_weighted))

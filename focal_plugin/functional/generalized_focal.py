@@ -33,7 +33,7 @@ from ._common import (
     log_quality_base,
     reduce,
 )
-from .fused import fused_kernel, fused_quality_focal_loss
+from .fused import fused_kernel, fused_quality_focal_loss, fused_varifocal_loss
 from .stabilizer import (
     check_eps,
     check_exponent,
@@ -112,6 +112,10 @@ def varifocal_loss(inputs: Tensor,
     """Element-wise VFL on logits; ``targets`` are IoU-aware scores (0 for negatives)."""
     x, t = _prepare(inputs, targets, gamma, 'gamma', reduction, stabilizer, eps)
     alpha = check_alpha(alpha, allow_disabled=False)
+    kernel = fused_kernel(x, t, 'vfl') if stabilizer == 'exact' else None
+    if kernel is not None:  # loss and closed-form gradient in one pass, see .fused
+        return reduce(fused_varifocal_loss(x, t, alpha, gamma, iou_weighted, kernel),
+                      reduction)
     positive = (t > 0).to(x.dtype)
     # Negatives have t == 0, so their base is sigmoid(x); clamping keeps log t finite for
     # (invalid) negative scores, which mmdet treats as negatives too.

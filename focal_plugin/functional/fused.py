@@ -5,7 +5,7 @@ The autograd formulations (:func:`.sigmoid_focal.sigmoid_focal_loss`,
 stores several full-size intermediates for the backward pass and walks memory once per op.
 Here the derivative is written out, with the singular factor already cancelled, and computed
 in the same pass as the loss (the shared exp/log1p are the cost on CPU): autograd keeps one
-tensor, the local gradient, and backward is one multiplication by the incoming gradient.
+tensor, the local gradient, and backward scales it in place by the incoming gradient.
 (Recomputing from the logits in backward would save that tensor but pay the transcendental
 math twice.) Without a gradient to compute (``no_grad``), the loss-only kernel runs.
 
@@ -38,8 +38,9 @@ Backends (``FOCAL_PLUGIN_FUSED`` environment variable, or :func:`set_fused_backe
 - ``'off'``: always the autograd reference.
 
 Inside a ``torch.compile``'d model the eager kernels are used, so the user's compiler traces
-them like any other ops. The fused function is first-order only (``create_graph`` backward of
-it raises); set the backend to ``'off'`` for higher-order gradients.
+them like any other ops. The fused function is first-order and single-use: a ``create_graph``
+backward or a second backward through the same graph (``retain_graph=True``) raises; set the
+backend to ``'off'`` for those.
 """
 from __future__ import annotations
 
@@ -53,9 +54,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ['BACKENDS', 'fused_kernel', 'fused_sigmoid_focal_loss', 'fused_quality_focal_loss',
-           'fused_varifocal_loss',
-           'set_fused_backend', 'get_fused_backend', 'warm_up', 'compiled_kernels_ready']
+__all__ = ['BACKENDS', 'fused_kernel', 'fused_loss', 'set_fused_backend', 'get_fused_backend',
+           'warm_up', 'compiled_kernels_ready']
 
 BACKENDS = ('auto', 'compile', 'eager', 'off')
 _logger = logging.getLogger(__name__)
@@ -173,10 +173,33 @@ def vfl_loss_and_grad(x, t, alpha, gamma, iou_weighted):
     return vfl_loss(x, t, alpha, gamma, iou_weighted, with_grad=True)
 
 
+# Summed variants for reduction 'sum'/'mean' without weights: the element-wise loss is never
+# written to memory (one full-size tensor less to allocate, fill and read back).
+def hard_loss_sum_and_grad(x, positive, a_pos, a_neg, gamma):
+    loss, grad = hard_loss(x, positive, a_pos, a_neg, gamma, with_grad=True)
+    return loss.sum(), grad
+
+
+def soft_loss_sum_and_grad(x, t, a_pos, a_neg, gamma):
+    loss, grad = soft_loss(x, t, a_pos, a_neg, gamma, with_grad=True)
+    return loss.sum(), grad
+
+
+def quality_loss_sum_and_grad(x, y, beta):
+    loss, grad = quality_loss(x, y, beta, with_grad=True)
+    return loss.sum(), grad
+
+
+def vfl_loss_sum_and_grad(x, t, alpha, gamma, iou_weighted):
+    loss, grad = vfl_loss(x, t, alpha, gamma, iou_weighted, with_grad=True)
+    return loss.sum(), grad
+
+
 Kernels = Dict[str, Callable]
 _EAGER: Kernels = {fn.__name__: fn for fn in (
-    hard_loss, hard_loss_and_grad, soft_loss, soft_loss_and_grad, quality_loss,
-    quality_loss_and_grad, vfl_loss, vfl_loss_and_grad)}
+    hard_loss, hard_loss_and_grad, hard_loss_sum_and_grad, soft_loss, soft_loss_and_grad,
+    soft_loss_sum_and_grad, quality_loss, quality_loss_and_grad, quality_loss_sum_and_grad,
+    vfl_loss, vfl_loss_and_grad, vfl_loss_sum_and_grad)}
 
 
 # ---- backend selection and background compilation -----------------------------------------
@@ -295,27 +318,47 @@ def _compiled(name: str, x: Tensor, block: bool) -> Optional[Callable]:
     return _COMPILED.get((name, x.dtype, x.device.type), block)
 
 
-def _kernel_name(x: Tensor, targets: Tensor, loss: str) -> str:
+def _kernel_name(x: Tensor, targets: Tensor, loss: str, summed: bool) -> str:
     if loss == 'focal':
         loss = 'hard' if targets.dtype == torch.bool else 'soft'
-    with_grad = x.requires_grad and torch.is_grad_enabled()
-    return loss + ('_loss_and_grad' if with_grad else '_loss')
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return loss + '_loss'  # no gradient wanted: the loss-only kernel (summed outside)
+    return loss + ('_loss_sum_and_grad' if summed else '_loss_and_grad')
 
 
-def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal') -> Optional[Callable]:
+def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal',
+                 summed: bool = False) -> Optional[Callable]:
     """The kernel serving this call, or None for the autograd reference: backend 'off',
     targets that need a gradient, 16-bit logits (the caller upcasts them first), or, in 'auto'
     mode, a compiled kernel not built yet (its compilation then starts in the background).
     ``loss``: ``'focal'`` (sigmoid focal loss; bool targets select the hard-label kernel),
-    ``'quality'`` (QFL) or ``'vfl'`` (VFL)."""
+    ``'quality'`` (QFL) or ``'vfl'`` (VFL); ``summed``: the loss is summed in the kernel."""
     backend = get_fused_backend()
     if backend == 'off' or targets.requires_grad or x.dtype not in (torch.float32,
                                                                      torch.float64):
         return None
-    name = _kernel_name(x, targets, loss)
+    name = _kernel_name(x, targets, loss, summed)
     if backend == 'eager' or torch.compiler.is_compiling():
         return _EAGER[name]
     return _compiled(name, x, block=backend == 'compile')
+
+
+def fused_loss(loss: str, x: Tensor, targets: Tensor, params: tuple,
+               reduction: str) -> Optional[Tensor]:
+    """The loss through its fused kernel, reduced (``'none'``/``'sum'``/``'mean'``), or None
+    when the autograd reference must serve (see :func:`fused_kernel`). ``x``: float32/float64
+    logits; ``targets``: a bool mask of positives (focal, hard labels) or scores in ``x``'s
+    dtype; ``params``: the kernel's scalars. Not checked here: the callers validate."""
+    summed = reduction != 'none' and x.numel() > 0
+    kernel = fused_kernel(x, targets, loss, summed)
+    if kernel is None:
+        return None
+    out = _FusedLoss.apply(x, targets, kernel, *params)
+    if reduction == 'none':
+        return out
+    if out.dim() > 0:  # loss-only kernel, or an empty input
+        out = out.sum()
+    return out / x.numel() if reduction == 'mean' and x.numel() > 0 else out
 
 
 def warm_up(dtype: torch.dtype = torch.float32, device: str = 'cpu') -> None:
@@ -345,34 +388,17 @@ class _FusedLoss(torch.autograd.Function):
         else:  # no gradient wanted (no_grad, or logits that do not require it)
             loss = out
         ctx.num_params = len(params)
-        return loss.view(x.shape)
+        ctx.consumed = False
+        return loss if loss.dim() == 0 else loss.view(x.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
+        if ctx.consumed:
+            raise RuntimeError('the fused focal loss supports one backward pass per forward '
+                               '(its local gradient is scaled in place); for retain_graph=True '
+                               'set FOCAL_PLUGIN_FUSED=off')
+        ctx.consumed = True
         (local_grad,) = ctx.saved_tensors
-        return (local_grad * grad, None, None) + (None,) * ctx.num_params
-
-
-def fused_sigmoid_focal_loss(x: Tensor, targets: Tensor, alpha: Optional[float],
-                             gamma: float, kernel: Callable) -> Tensor:
-    """Element-wise exact focal loss of float32/float64 logits ``x``; ``targets`` a bool mask
-    of positives (hard labels) or soft labels in ``x``'s dtype; ``kernel`` from
-    :func:`fused_kernel`. Arguments are not checked here:
-    :func:`.sigmoid_focal.sigmoid_focal_loss` validates and dispatches."""
-    a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
-    return _FusedLoss.apply(x, targets, kernel, a_pos, a_neg, gamma)
-
-
-def fused_quality_focal_loss(x: Tensor, scores: Tensor, beta: float,
-                             kernel: Callable) -> Tensor:
-    """Element-wise exact QFL of float32/float64 logits; ``scores`` in ``x``'s dtype;
-    ``kernel`` from ``fused_kernel(x, scores, 'quality')``. Not checked here:
-    :func:`.generalized_focal.quality_focal_loss` validates and dispatches."""
-    return _FusedLoss.apply(x, scores, kernel, beta)
-
-
-def fused_varifocal_loss(x: Tensor, scores: Tensor, alpha: float, gamma: float,
-                         iou_weighted: bool, kernel: Callable) -> Tensor:
-    """Element-wise exact VFL; see :func:`fused_quality_focal_loss`."""
-    return _FusedLoss.apply(x, scores, kernel, alpha, gamma, float(iou_weighted))
+        # needed once: scale it in place rather than allocate (and page in) another tensor
+        return (local_grad.mul_(grad), None, None) + (None,) * ctx.num_params

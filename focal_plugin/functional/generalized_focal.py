@@ -33,7 +33,7 @@ from ._common import (
     log_quality_base,
     reduce,
 )
-from .fused import fused_kernel, fused_quality_focal_loss, fused_varifocal_loss
+from .fused import fused_loss
 from .stabilizer import (
     check_eps,
     check_exponent,
@@ -91,10 +91,10 @@ def quality_focal_loss(inputs: Tensor,
 
     ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``)."""
     x, t = _prepare(inputs, targets, beta, 'beta', reduction, stabilizer, eps)
-    fused = stabilizer == 'exact' and not activated and beta > 0  # beta 0: plain BCE
-    kernel = fused_kernel(x, t, 'quality') if fused else None
-    if kernel is not None:  # loss and closed-form gradient in one pass, see .fused
-        return reduce(fused_quality_focal_loss(x, t, beta, kernel), reduction)
+    if stabilizer == 'exact' and not activated and beta > 0:  # (beta 0: plain BCE)
+        out = fused_loss('quality', x, t, (beta,), reduction)  # one pass, see .fused
+        if out is not None:
+            return out
     factor = _quality_factor(x, t, beta, stabilizer, eps, activated)
     loss = _bce(x, t, activated, stabilizer) * factor
     return reduce(loss, reduction)
@@ -112,10 +112,10 @@ def varifocal_loss(inputs: Tensor,
     """Element-wise VFL on logits; ``targets`` are IoU-aware scores (0 for negatives)."""
     x, t = _prepare(inputs, targets, gamma, 'gamma', reduction, stabilizer, eps)
     alpha = check_alpha(alpha, allow_disabled=False)
-    kernel = fused_kernel(x, t, 'vfl') if stabilizer == 'exact' else None
-    if kernel is not None:  # loss and closed-form gradient in one pass, see .fused
-        return reduce(fused_varifocal_loss(x, t, alpha, gamma, iou_weighted, kernel),
-                      reduction)
+    if stabilizer == 'exact':
+        out = fused_loss('vfl', x, t, (alpha, gamma, float(iou_weighted)), reduction)
+        if out is not None:  # loss and closed-form gradient in one pass, see .fused
+            return out
     positive = (t > 0).to(x.dtype)
     # Negatives have t == 0, so their base is sigmoid(x); clamping keeps log t finite for
     # (invalid) negative scores, which mmdet treats as negatives too.

@@ -31,7 +31,7 @@ from ._common import (
     exact_focal_terms,
     reduce,
 )
-from .fused import fused_kernel, fused_sigmoid_focal_loss
+from .fused import fused_loss
 from .stabilizer import (
     check_eps,
     check_exponent,
@@ -102,12 +102,12 @@ def sigmoid_focal_loss(inputs: Tensor,
     dtype = compute_dtype(inputs)
     x = inputs.to(dtype)
     if exact_logits:
-        fused_targets = positive if positive is not None else targets.to(dtype)
-        kernel = fused_kernel(x, fused_targets)
-        if kernel is not None:
-            # loss and closed-form gradient in one pass: the fast path, see its module
-            return reduce(fused_sigmoid_focal_loss(x, fused_targets, alpha, gamma, kernel),
-                          reduction)
+        # loss and closed-form gradient in one pass: the fast path, see .fused
+        a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
+        out = fused_loss('focal', x, positive if positive is not None else targets.to(dtype),
+                         (a_pos, a_neg, gamma), reduction)
+        if out is not None:
+            return out
     if exact_logits and positive is not None:
         # Hard labels: 1 - p_t = sigmoid(-u) and BCE = softplus(-u) with the signed logit
         # u = x for positives, -x for negatives. A handful of element-wise passes, fewer

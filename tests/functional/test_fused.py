@@ -147,6 +147,7 @@ def test_backend_dispatch():
     fused.set_fused_backend('eager')
     try:
         assert fused.fused_kernel(x, hard) is fused._EAGER['hard_loss_and_grad']
+        assert fused.fused_kernel(x, hard, summed=True) is fused._EAGER['hard_loss_sum_and_grad']
         assert fused.fused_kernel(x, soft) is fused._EAGER['soft_loss_and_grad']
         assert fused.fused_kernel(x.detach(), hard) is fused._EAGER['hard_loss']
         assert fused.fused_kernel(x.half(), hard) is None  # the caller upcasts first
@@ -326,3 +327,37 @@ def test_vfl_matches_references(backend, iou_weighted, gamma):
     ref64, refg64 = run_vfl(x64, y64, 'off', alpha=0.75, gamma=gamma, iou_weighted=iou_weighted)
     torch.testing.assert_close(loss64, ref64, rtol=1e-12, atol=1e-300)
     torch.testing.assert_close(grad64, refg64, rtol=1e-9, atol=1e-15)  # p - t at p == t
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+def test_second_backward_raises_clearly(backend):
+    x = torch.randn(8, 3, requires_grad=True)
+    loss = sigmoid_focal_loss(x, x.detach() > 0, gamma=0.5, reduction='sum')
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    with pytest.raises(RuntimeError, match='FOCAL_PLUGIN_FUSED=off'):
+        loss.backward()
+    ref, ref_grad = run(x.detach(), x.detach() > 0, 'off', reduction='sum', gamma=0.5)
+    torch.testing.assert_close(first, ref_grad)
+
+
+@pytest.mark.parametrize('backend', FUSED, indirect=True)
+@pytest.mark.parametrize('reduction', ['sum', 'mean'])
+@pytest.mark.parametrize('loss_fn, kwargs', [
+    (quality_focal_loss, dict(beta=0.5)),
+    (varifocal_loss, dict(alpha=0.75, gamma=0.5, iou_weighted=True)),
+])
+def test_qfl_vfl_reduced_in_the_kernel(backend, reduction, loss_fn, kwargs):
+    x, y = qfl_inputs(torch.float32)
+    results = {}
+    for name in (backend, 'off'):
+        before = fused.get_fused_backend()
+        fused.set_fused_backend(name)
+        try:
+            leaf = x.detach().clone().requires_grad_(True)
+            loss = loss_fn(leaf, y, reduction=reduction, **kwargs)
+            results[name] = (loss.detach(), torch.autograd.grad(loss, leaf)[0])
+        finally:
+            fused.set_fused_backend(before)
+    torch.testing.assert_close(results[backend][0], results['off'][0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(results[backend][1], results['off'][1], rtol=1e-4, atol=1e-7)

@@ -252,8 +252,11 @@ class _CompiledKernels:
         name, dtype, device = key
         try:
             compiled = torch.compile(_EAGER[name], dynamic=True)
+            args = _sample_args(name, dtype, device)
+            for tensor in args[:2]:  # no size-range guards (e.g. a small-reduction variant):
+                torch._dynamo.decorators.mark_unbacked(tensor, 0)  # one graph for all sizes
             with torch.no_grad():  # as inside autograd.Function.forward: same guards
-                compiled(*_sample_args(name, dtype, device))  # compile now
+                compiled(*args)  # compile now
             self.ready[key] = compiled
         except Exception as err:  # no C++ compiler, unsupported platform, ...
             if self.closing:  # the interpreter is shutting down under the compiler

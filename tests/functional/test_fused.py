@@ -181,10 +181,11 @@ def test_compiled_kernels_do_not_recompile_per_shape():
     assert graphs >= len(fused._EAGER)  # the counter does count our kernels
     for n in (13, 1000, 4567, 120 * 80):  # anchor counts vary from batch to batch
         x = torch.randn(n, 5)
-        loss, grad = run(x, x > 1, 'compile', gamma=0.5)
-        ref_loss, ref_grad = run(x, x > 1, 'off', gamma=0.5)
-        torch.testing.assert_close(loss, ref_loss)
-        torch.testing.assert_close(grad, ref_grad)
+        for reduction in ('none', 'sum'):  # element-wise and summed kernels
+            loss, grad = run(x, x > 1, 'compile', reduction, gamma=0.5)
+            ref_loss, ref_grad = run(x, x > 1, 'off', reduction, gamma=0.5)
+            torch.testing.assert_close(loss, ref_loss)
+            torch.testing.assert_close(grad, ref_grad)
     assert counters['stats']['unique_graphs'] == graphs
 
 

@@ -252,11 +252,11 @@ class _CompiledKernels:
         name, dtype, device = key
         try:
             compiled = torch.compile(_EAGER[name], dynamic=True)
-            args = _sample_args(name, dtype, device)
-            for tensor in args[:2]:  # no size-range guards (e.g. a small-reduction variant):
-                torch._dynamo.decorators.mark_unbacked(tensor, 0)  # one graph for all sizes
             with torch.no_grad():  # as inside autograd.Function.forward: same guards
-                compiled(*args)  # compile now
+                # compile now, for small and large inputs: the summed kernels get a
+                # different reduction strategy (and a size guard) below 4097 elements
+                for n in (37, 8191):
+                    compiled(*_sample_args(name, dtype, device, n))
             self.ready[key] = compiled
         except Exception as err:  # no C++ compiler, unsupported platform, ...
             if self.closing:  # the interpreter is shutting down under the compiler
@@ -287,8 +287,8 @@ def _at_threading_exit(callback: Callable[[], None]) -> None:
 _EXIT_CALLBACKS: List[Callable[[], None]] = []
 
 
-def _sample_args(name: str, dtype: torch.dtype, device: str) -> tuple:
-    n = 37  # not 0 or 1, which dynamo would specialize
+def _sample_args(name: str, dtype: torch.dtype, device: str, n: int) -> tuple:
+    # n: not 0 or 1, which dynamo would specialize
     x = torch.linspace(-5, 5, n, dtype=dtype, device=device)
     t = (torch.arange(n, device=device) % 3 == 0)
     t = t if name.startswith('hard') else t.to(dtype) * 0.8 + 0.1

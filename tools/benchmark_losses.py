@@ -151,21 +151,22 @@ def peak_bytes(fn, x, t_bool, t_float) -> int:
 
 def mmdet_qfl(x, scores, _):
     from mmdet.models.losses.gfocal_loss import quality_focal_loss_tensor_target
-    return quality_focal_loss_tensor_target(x, scores, beta=GAMMA).sum()
+    return quality_focal_loss_tensor_target(x, scores, beta=GAMMA, reduction='sum')
 
 
-def ours_qfl(backend: str) -> Callable:
+def with_backend(backend: str, loss_fn: Callable, *args) -> Callable:
+    """``loss_fn(logits, scores, *args)`` run with the given fused backend."""
     def run(x, scores, _):
         fused.set_fused_backend(backend)
-        return quality_focal_loss(x, scores, GAMMA, 'sum')
+        return loss_fn(x, scores, *args)
     return run
 
 
 # QFL (GFL's classification loss): dense IoU-quality scores, 1 % of the pairs positive
 QFL_VARIANTS: Dict[str, Callable] = {
     'mmdet quality_focal_loss_tensor_target': mmdet_qfl,
-    'ours QFL exact, fused (compiled)': ours_qfl('compile'),
-    'ours QFL exact, autograd reference': ours_qfl('off'),
+    'ours QFL exact, fused (compiled)': with_backend('compile', quality_focal_loss, GAMMA, 'sum'),
+    'ours QFL exact, autograd reference': with_backend('off', quality_focal_loss, GAMMA, 'sum'),
 }
 
 
@@ -174,17 +175,11 @@ def mmdet_vfl(x, scores, _):
     return vfl(x, scores, alpha=0.75, gamma=GAMMA, reduction='sum')
 
 
-def ours_vfl(backend: str) -> Callable:
-    def run(x, scores, _):
-        fused.set_fused_backend(backend)
-        return varifocal_loss(x, scores, 0.75, GAMMA, True, 'sum')
-    return run
-
-
+VFL_ARGS = (0.75, GAMMA, True, 'sum')  # alpha, gamma, iou_weighted, reduction
 VFL_VARIANTS: Dict[str, Callable] = {
     'mmdet varifocal_loss': mmdet_vfl,
-    'ours VFL exact, fused (compiled)': ours_vfl('compile'),
-    'ours VFL exact, autograd reference': ours_vfl('off'),
+    'ours VFL exact, fused (compiled)': with_backend('compile', varifocal_loss, *VFL_ARGS),
+    'ours VFL exact, autograd reference': with_backend('off', varifocal_loss, *VFL_ARGS),
 }
 
 
@@ -211,8 +206,16 @@ def measure(device: str, threads: int, repeats: int, variants=None, targets=foca
         g = torch.Generator().manual_seed(anchors)
         x = (torch.randn(anchors, NUM_CLASSES, generator=g) * 3).to(device).requires_grad_()
         args = (x, *targets(anchors, g, device))
-        for fn in variants.values():  # warm-up (and compilation) outside the timing
+        values = {}
+        for name, fn in variants.items():  # warm-up (and compilation) outside the timing
             fwd_bwd(fn, *args)
+            out = fn(*args)
+            if out is not None:
+                values[name] = float(out.detach())
+        for name, value in values.items():  # every variant computes the same loss
+            shifted = 'epsilon' in name  # (1 - p_t + eps)**gamma: a different loss by design
+            if not shifted and abs(value - values[base]) > 1e-4 * abs(values[base]):
+                raise SystemExit(f'{name} computes {value}, {base} {values[base]}')
         times = {name: [] for name in variants}
         for _ in range(repeats):
             for name, fn in variants.items():

@@ -263,9 +263,8 @@ class _CompiledKernels:
                 return
             self.failed = f'{type(err).__name__}: {err}'
             _logger.warning('focal_plugin: compiling the fused focal-loss kernels failed (%s); '
-                            "the 'exact' sigmoid focal loss keeps its autograd formulation",
-                            self.failed)
-
+                            "the 'exact' sigmoid focal loss, QFL and VFL keep their autograd "
+                            'formulations', self.failed)
 
     def _close(self) -> None:
         self.closing = True

@@ -362,3 +362,23 @@ def test_qfl_vfl_reduced_in_the_kernel(backend, reduction, loss_fn, kwargs):
             fused.set_fused_backend(before)
     torch.testing.assert_close(results[backend][0], results['off'][0], rtol=1e-5, atol=0)
     torch.testing.assert_close(results[backend][1], results['off'][1], rtol=1e-4, atol=1e-7)
+
+
+def test_compiler_failure_falls_back_to_the_reference(monkeypatch, caplog):
+    compiler = fused._CompiledKernels()
+    monkeypatch.setattr(fused, '_COMPILED', compiler)
+    monkeypatch.setattr(fused, '_backend', 'compile')
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError('no C++ compiler')
+
+    monkeypatch.setattr(torch, 'compile', broken_compile)
+    x = torch.randn(10, 4, requires_grad=True)
+    t = torch.rand(10, 4) > 0.5
+    with caplog.at_level('WARNING'):
+        assert fused.fused_kernel(x, t) is None
+        loss, grad = run(x, t, 'compile', gamma=0.5)
+    assert 'no C++ compiler' in caplog.text and compiler.failed
+    ref_loss, ref_grad = run(x, t, 'off', gamma=0.5)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(grad, ref_grad)

@@ -320,22 +320,18 @@ def main() -> None:
     lines = [f'torch {torch.__version__}, gamma={GAMMA}, alpha={ALPHA}, median of '
              f'{args.repeats} fwd+bwd runs; CUDA available: {torch.cuda.is_available()}', '']
     lines += header + [format_row(r) for r in rows]
-    print('\nQFL (beta = 2), ratios vs mmdet')
-    qfl = []
-    for threads in args.threads:
-        qfl += measure('cpu', threads, args.repeats, QFL_VARIANTS, quality_targets,
-                       ANCHORS[-2:])
-    lines += ['', '### Quality focal loss (beta = 2; "x torchvision" columns are vs mmdet\'s '
-              'quality_focal_loss_tensor_target; 1 % of the pairs carry a score)', ''] + \
-        header + [format_row(r) for r in qfl]
-    print('\nVFL (alpha 0.75, gamma 2, IoU-weighted), ratios vs mmdet')
-    vfl = []
-    for threads in args.threads:
-        vfl += measure('cpu', threads, args.repeats, VFL_VARIANTS, quality_targets,
-                       ANCHORS[-2:])
-    lines += ['', '### Varifocal loss (alpha 0.75, gamma 2, IoU-weighted; "x torchvision" '
-              'columns are vs mmdet\'s varifocal_loss; same targets as QFL)', ''] + \
-        header + [format_row(r) for r in vfl]
+    sections = [
+        ('Quality focal loss (beta = 2; "x torchvision" columns are vs mmdet\'s '
+         'quality_focal_loss_tensor_target; 1 % of the pairs carry a score)', QFL_VARIANTS),
+        ('Varifocal loss (alpha 0.75, gamma 2, IoU-weighted; "x torchvision" columns are vs '
+         'mmdet\'s varifocal_loss; same targets as QFL)', VFL_VARIANTS)]
+    for title, variants in sections:  # generalized focal losses, at the two largest sizes
+        print(f'\n{title}')
+        section = []
+        for threads in args.threads:
+            section += measure('cpu', threads, args.repeats, variants, quality_targets,
+                               ANCHORS[-2:])
+        lines += ['', f'### {title}', ''] + header + [format_row(r) for r in section]
     if args.first_call:
         lines += ['', '### First call and varying anchor counts (fresh process, 1 thread, '
                   '~100k x 80 logits)', ''] + first_call_table()

@@ -55,7 +55,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 __all__ = ['BACKENDS', 'fused_kernel', 'fused_loss', 'set_fused_backend', 'get_fused_backend',
-           'warm_up', 'compiled_kernels_ready']
+           'warm_up']
 
 BACKENDS = ('auto', 'compile', 'eager', 'off')
 _logger = logging.getLogger(__name__)
@@ -367,11 +367,6 @@ def warm_up(dtype: torch.dtype = torch.float32, device: str = 'cpu') -> None:
     """Compile every fused kernel for ``dtype``/``device`` now (blocking)."""
     for name in _EAGER:
         _COMPILED.get((name, dtype, torch.device(device).type), block=True)
-
-
-def compiled_kernels_ready() -> int:
-    """How many compiled kernels exist (in 'auto' mode they appear in the background)."""
-    return len(_COMPILED.ready)
 
 
 # ---- the autograd function ------------------------------------------------------------------

@@ -14,6 +14,11 @@
 * Resumable: a cell whose work dir already holds a finished record (``divergence.json`` with
   status 'completed' or 'diverged') is skipped; an interrupted cell is resumed from its last
   checkpoint. Cells run in parallel processes, each limited to ``--threads-per-job`` threads.
+* Runs that outlive their machine (``--snapshot-dir DIR``): every new checkpoint of a running
+  cell is copied to ``DIR/<cell>/`` (with its ``divergence.json`` and ``sweep_cell.json``), a
+  few MB that can be committed. A later sweep with the same ``--snapshot-dir`` on a fresh
+  clone restores each cell from there and resumes it; a finished cell keeps only its records.
+  Wall time adds up over the legs (``sweep_cell.json`` lists each leg).
 * Output (``--out``): ``results.csv`` (one row per cell: completed epochs, first non-finite
   epoch/iteration, final loss and accuracy, wall time), ``curves.json`` (per-epoch training
   loss of every cell), ``sweep.json`` (each invocation's command, machine and wall time) and
@@ -29,6 +34,7 @@ import os
 import os.path as osp
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -50,6 +56,7 @@ MODES = ('none', 'epsilon', 'exact')
 RECORD_FILE = 'divergence.json'  # written by DivergenceRecorderHook
 CELL_FILE = 'sweep_cell.json'  # written here: command, exit code, wall time
 FINISHED = ('completed', 'diverged')
+LAST_CHECKPOINT = 'last_checkpoint'  # mmengine's pointer to the newest checkpoint
 CSV_COLUMNS = [
     'mode', 'gamma', 'alpha', 'threshold', 'noise', 'seed', 'positive_fraction', 'max_epochs',
     'iters_per_epoch', 'status', 'completed_epochs', 'nonfinite_epoch', 'nonfinite_iter',
@@ -117,6 +124,9 @@ def parse_args(argv=None):
                         'else loss curves; give no value to draw none)')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='extra KEY=VALUE overrides passed to every cell')
+    parser.add_argument('--snapshot-dir',
+                        help='copy each running cell\'s newest checkpoint and records here '
+                        '(to commit), and restore cells from here when their work dir has none')
     parser.add_argument('--dry-run', action='store_true', help='print the commands only')
     return parser.parse_args(argv)
 
@@ -176,7 +186,7 @@ def cell_command(args, cell, base, work_dir):
     overrides = cell_overrides(args, cell, base)
     if overrides:
         cmd += ['--cfg-options', *overrides]
-    if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+    if osp.isfile(osp.join(work_dir, LAST_CHECKPOINT)):
         cmd.append('--resume')  # an interrupted cell continues from its last checkpoint
     return cmd
 
@@ -215,28 +225,117 @@ def log_tail(path, lines=15):
         return ''
 
 
-class CellRun:
-    """One running ``tools/train.py`` process."""
+def write_json(path, data):
+    """Write atomically: a snapshot copied or committed mid-write is never half a file."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
 
-    def __init__(self, cell, cmd, work_dir, threads):
+
+class Snapshot:
+    """A cell's progress outside its work dir: the newest checkpoint and the records, in
+    ``root/<cell>/``, small enough to commit. ``save`` follows a running cell, ``restore``
+    seeds an empty work dir from it (so ``--resume`` continues the run on another machine)."""
+
+    RECORDS = (RECORD_FILE, CELL_FILE)
+
+    def __init__(self, root, name):
+        self.dir = osp.join(root, name)
+        self._saved = None  # the checkpoint copied last
+
+    def checkpoints(self):
+        if not osp.isdir(self.dir):
+            return []
+        return sorted(f for f in os.listdir(self.dir) if f.endswith('.pth'))
+
+    def restore(self, work_dir):
+        """Copy records and checkpoint into ``work_dir`` unless it has its own progress."""
+        if osp.isfile(osp.join(work_dir, RECORD_FILE)) or not osp.isdir(self.dir):
+            return False
         os.makedirs(work_dir, exist_ok=True)
-        self.cell, self.cmd, self.work_dir = cell, cmd, work_dir
+        for name in self.RECORDS + tuple(self.checkpoints()):
+            if osp.isfile(osp.join(self.dir, name)):
+                shutil.copy2(osp.join(self.dir, name), osp.join(work_dir, name))
+        for name in self.checkpoints()[-1:]:
+            with open(osp.join(work_dir, LAST_CHECKPOINT), 'w') as f:
+                f.write(osp.abspath(osp.join(work_dir, name)))
+        return True
+
+    def _copy_here(self, src_dir, name):
+        tmp = osp.join(self.dir, name + '.tmp')
+        shutil.copy2(osp.join(src_dir, name), tmp)
+        os.replace(tmp, osp.join(self.dir, name))
+
+    def save_checkpoint(self, work_dir):
+        """Copy the work dir's newest checkpoint if it is new; only the newest is kept.
+        (mmengine writes ``last_checkpoint`` after the checkpoint file is complete.)"""
+        try:
+            with open(osp.join(work_dir, LAST_CHECKPOINT)) as f:
+                checkpoint = f.read().strip()
+        except OSError:
+            return False
+        if checkpoint == self._saved or not osp.isfile(checkpoint):
+            return False
+        os.makedirs(self.dir, exist_ok=True)
+        older = [f for f in self.checkpoints() if f != osp.basename(checkpoint)]
+        self._copy_here(osp.dirname(checkpoint), osp.basename(checkpoint))
+        for name in older:
+            os.remove(osp.join(self.dir, name))
+        self._saved = checkpoint
+        return True
+
+    def save_records(self, work_dir, keep_checkpoint=True):
+        """Copy the records; a finished cell needs no weights to be resumed."""
+        os.makedirs(self.dir, exist_ok=True)
+        for name in self.RECORDS:
+            if osp.isfile(osp.join(work_dir, name)):
+                self._copy_here(work_dir, name)
+        if not keep_checkpoint:
+            for name in self.checkpoints():
+                os.remove(osp.join(self.dir, name))
+
+
+class CellRun:
+    """One running ``tools/train.py`` process: one leg of a cell, which may take several
+    (interrupted and resumed); ``sweep_cell.json`` lists the legs and their total wall time."""
+
+    def __init__(self, cell, cmd, work_dir, threads, snapshot=None):
+        os.makedirs(work_dir, exist_ok=True)
+        self.cell, self.cmd, self.work_dir, self.snapshot = cell, cmd, work_dir, snapshot
         self.log_path = osp.join(work_dir, 'sweep_stdout.log')
+        earlier = read_json(osp.join(work_dir, CELL_FILE)) or {}
+        self._earlier_legs = earlier.get('legs') or (
+            [dict(command=earlier['command'], returncode=earlier.get('returncode'),
+                  wall_s=earlier['wall_s'])] if 'wall_s' in earlier else [])
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self._log = open(self.log_path, 'a')
         self.start = time.time()
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env)
 
+    def _write_meta(self, code):
+        legs = self._earlier_legs + [dict(command=shlex.join(self.cmd), returncode=code,
+                                          wall_s=time.time() - self.start)]
+        write_json(osp.join(self.work_dir, CELL_FILE), dict(
+            command=shlex.join(self.cmd), returncode=code,
+            wall_s=sum(leg['wall_s'] for leg in legs), legs=legs))
+
     def poll(self):
-        """None while running; else the exit code (and the cell's sweep record is written)."""
+        """None while running; else the exit code (and the cell's sweep record is written).
+        With a snapshot, a new checkpoint is copied there as soon as it appears."""
         code = self.process.poll()
-        if code is not None:
-            self._log.close()
-            wall = time.time() - self.start
-            with open(osp.join(self.work_dir, CELL_FILE), 'w') as f:
-                json.dump(dict(command=shlex.join(self.cmd), returncode=code, wall_s=wall), f,
-                          indent=1)
+        if code is None:
+            if self.snapshot is not None and self.snapshot.save_checkpoint(self.work_dir):
+                self._write_meta(None)  # the wall time so far, in case this leg is cut off
+                self.snapshot.save_records(self.work_dir)
+            return None
+        self._log.close()
+        self._write_meta(code)
+        if self.snapshot is not None:
+            self.snapshot.save_checkpoint(self.work_dir)
+            self.snapshot.save_records(self.work_dir,
+                                       keep_checkpoint=not is_finished(self.work_dir))
         return code
 
     def epochs_done(self):
@@ -245,8 +344,9 @@ class CellRun:
 
 
 def run_cells(todo, jobs, threads, total, skipped):
-    """Run ``todo`` = [(cell, cmd, work_dir)] with at most ``jobs`` processes at a time,
-    showing a progress bar over all cells and one line per running cell."""
+    """Run ``todo`` = [(cell, cmd, work_dir, snapshot or None)] with at most ``jobs``
+    processes at a time, showing a progress bar over all cells and one line per running
+    cell."""
     columns = (TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     failures = 0
@@ -255,8 +355,8 @@ def run_cells(todo, jobs, threads, total, skipped):
         queue, running = list(todo), {}
         while queue or running:
             while queue and len(running) < jobs:
-                cell, cmd, work_dir = queue.pop(0)
-                run = CellRun(cell, cmd, work_dir, threads)
+                cell, cmd, work_dir, snapshot = queue.pop(0)
+                run = CellRun(cell, cmd, work_dir, threads, snapshot)
                 running[run] = progress.add_task(f'  {cell.name(None)}', total=None)
             time.sleep(1.0)
             for run, task in list(running.items()):
@@ -447,14 +547,20 @@ def main(argv=None):
 
     cells = build_cells(args)
     plan = []
+    restored = 0
     for cell in cells:
         work_dir = osp.join(work_root, cell.name(args.max_epochs))
-        plan.append((cell, cell_command(args, cell, base, work_dir), work_dir))
+        snapshot = None
+        if args.snapshot_dir:
+            snapshot = Snapshot(args.snapshot_dir, cell.name(args.max_epochs))
+            restored += not args.dry_run and snapshot.restore(work_dir)
+        plan.append((cell, cell_command(args, cell, base, work_dir), work_dir, snapshot))
     todo = [item for item in plan if not is_finished(item[2])]
     print(f'{len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run '
-          f'({args.jobs} at a time, {threads} thread(s) each); work root {work_root}')
+          f'({args.jobs} at a time, {threads} thread(s) each); work root {work_root}'
+          + (f'; {restored} restored from {args.snapshot_dir}' if restored else ''))
     if args.dry_run:
-        for _, cmd, _ in todo:
+        for _, cmd, _, _ in todo:
             print(shlex.join(cmd))
         return 0
 
@@ -462,7 +568,7 @@ def main(argv=None):
 
     os.makedirs(out, exist_ok=True)
     rows = [csv_row(cell, base, args.config.format(mode=cell.mode), work_dir)
-            for cell, _, work_dir in plan]
+            for cell, _, work_dir, _ in plan]
     write_csv(osp.join(out, 'results.csv'), rows)
     curves = curves_of(rows)
     with open(osp.join(out, 'curves.json'), 'w') as f:

@@ -35,6 +35,8 @@ from focal_plugin.registry import register_hook
 __all__ = ['DivergenceRecorderHook', 'InterruptibleEpochBasedTrainLoop', 'read_divergence']
 
 RESULT_FILE = 'divergence.json'
+# Per-epoch logit statistics: key logged by the model -> how batches combine into an epoch.
+EXTREMES = {'neg_logit_min': min, 'pos_logit_max': max}
 
 
 def _finite_or_none(value):
@@ -73,7 +75,9 @@ class DivergenceRecorderHook(Hook):
     ``{'epoch', 'iteration', 'iter_in_epoch', 'reason', 'last_finite_loss'}``, 1-based,
     iterations counted over the whole run), per-epoch ``train_loss`` / ``train_acc`` means of
     the completed epochs, the last validation metrics and the dataset's
-    ``positive_fraction``. It is rewritten atomically at every epoch end, at the failure and at
+    ``positive_fraction``. Where the model logs them (``BinaryLogitModel`` does), per-epoch
+    ``neg_logit_min`` / ``pos_logit_max``: the most confident logit of each class over the
+    epoch's batches, to see how close a run gets to the loss's float32 break points. It is rewritten atomically at every epoch end, at the failure and at
     the end of training.
 
     Args:
@@ -89,6 +93,7 @@ class DivergenceRecorderHook(Hook):
         self.file_name = file_name
         self.record = None
         self._epoch_sums = None
+        self._epoch_extremes = {}
         self._sanitizer_report = None
         self._last_finite_loss = None
 
@@ -109,6 +114,7 @@ class DivergenceRecorderHook(Hook):
         return dict(status='running', max_epochs=loop.max_epochs,
                     iters_per_epoch=len(loop.dataloader), completed_epochs=0, nonfinite=None,
                     train_loss=[], train_acc=[], val_metrics=None,
+                    **{key: [] for key in EXTREMES},
                     positive_fraction=metainfo.get('positive_fraction'))
 
     # ---------------------------------------------------------------------------- hook API
@@ -121,6 +127,7 @@ class DivergenceRecorderHook(Hook):
 
     def before_train_epoch(self, runner):
         self._epoch_sums = dict(loss=0.0, acc=0.0, count=0)
+        self._epoch_extremes = {}
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if self.record['nonfinite'] is not None:
@@ -135,6 +142,11 @@ class DivergenceRecorderHook(Hook):
             self._epoch_sums['loss'] += float(loss) if loss is not None else 0.0
             self._epoch_sums['acc'] += float(outputs['acc']) if 'acc' in outputs else 0.0
             self._epoch_sums['count'] += 1
+            for key, combine in EXTREMES.items():
+                if key in outputs:
+                    value = float(outputs[key])
+                    seen = self._epoch_extremes.get(key)
+                    self._epoch_extremes[key] = value if seen is None else combine(seen, value)
             return
         self._record_failure(runner, runner.epoch + 1, runner.iter + 1, reason)
         runner.logger.warning(
@@ -159,7 +171,10 @@ class DivergenceRecorderHook(Hook):
             status='diverged', completed_epochs=epoch - 1,
             nonfinite=dict(epoch=epoch, iteration=iteration,
                            iter_in_epoch=iteration - (epoch - 1) * iters_per_epoch,
-                           reason=reason, last_finite_loss=self._last_finite_loss))
+                           reason=reason, last_finite_loss=self._last_finite_loss,
+                           # the failing epoch's most confident logits, up to the failure
+                           **{key: _finite_or_none(value)
+                              for key, value in self._epoch_extremes.items()}))
 
     def _take_sanitizer_stop(self, runner):
         """Copy the stop of a GradientSanitizerHook (policy 'stop') from its report."""
@@ -180,6 +195,9 @@ class DivergenceRecorderHook(Hook):
         if sums['count']:
             self.record['train_loss'].append(sums['loss'] / sums['count'])
             self.record['train_acc'].append(sums['acc'] / sums['count'])
+        for key, value in self._epoch_extremes.items():
+            # +-inf (a class absent all epoch) is not JSON: None
+            self.record.setdefault(key, []).append(_finite_or_none(value))
         self.record['completed_epochs'] = runner.epoch + 1
         self._write(runner)
 

@@ -6,6 +6,7 @@ from mmengine.registry import MODELS
 
 import focal_plugin  # noqa: F401  (registers the models)
 from focal_plugin.models import LeNetBinaryClassifier, UNetBinarySegmenter, ViTBinaryClassifier
+from focal_plugin.models.base import logit_extremes
 
 torch.set_num_threads(1)
 
@@ -101,13 +102,23 @@ def lenet():
 def test_loss_mode_returns_a_differentiable_loss_and_the_batch_accuracy(lenet):
     inputs, targets = torch.rand(4, 1, 28, 28), torch.tensor([[1.0], [0.0], [1.0], [0.0]])
     out = lenet(inputs, targets, mode='loss')
-    assert set(out) == {'loss', 'acc'}
+    assert set(out) == {'loss', 'acc', 'neg_logit_min', 'pos_logit_max'}
     assert out['loss'].requires_grad and torch.isfinite(out['loss'])
     logits = lenet(inputs, mode='tensor')
     expected_acc = ((logits > 0).float() == targets).float().mean()
     assert out['acc'] == expected_acc
+    assert out['neg_logit_min'] == logits[targets == 0].min()
+    assert out['pos_logit_max'] == logits[targets == 1].max()
     # the loss module is the configured one, applied to (logits, targets)
     assert torch.allclose(out['loss'], lenet.loss_module(logits, targets))
+
+
+def test_logit_extremes_of_a_batch_without_one_class():
+    logits = torch.tensor([[-30.0], [5.0]])
+    stats = logit_extremes(logits, torch.zeros(2, 1))
+    assert stats['neg_logit_min'] == -30.0 and stats['pos_logit_max'] == float('-inf')
+    stats = logit_extremes(logits, torch.ones(2, 1))
+    assert stats['neg_logit_min'] == float('inf') and stats['pos_logit_max'] == 5.0
 
 
 def test_predict_mode_returns_one_entry_per_sample(lenet):

@@ -143,3 +143,54 @@ def test_one_config_for_all_modes_sets_the_stabilizer(tmp_path, run_sweep):
                              '--work-root', str(tmp_path), '--dry-run')
     assert code == 0
     assert 'model.loss.stabilizer=none' in stdout
+
+
+def test_a_cell_cut_off_mid_run_resumes_on_a_fresh_clone_from_its_snapshot(
+        tmp_path, separable_root, run_sweep, sweep):
+    """--snapshot-dir: the committed copy of a cell (newest checkpoint + records) is all a
+    fresh machine needs to continue the run, and the legs' wall times add up."""
+    snapshots = str(tmp_path / 'snapshots')
+
+    def args(work_root, epochs):
+        return [CPU_TEMPLATE, '--modes', 'exact', '--gammas', '0.5', '--thresholds', '4',
+                '--noises', '0', '--max-epochs', str(epochs), '--work-root', work_root,
+                '--out', str(tmp_path / 'out'), '--snapshot-dir', snapshots, '--plot',
+                '--cfg-options', f'train_dataloader.dataset.data_root={separable_root}',
+                f'val_dataloader.dataset.data_root={separable_root}',
+                'train_dataloader.batch_size=10', 'default_hooks.checkpoint.interval=1']
+
+    # The first leg: trained 2 of 4 epochs when its machine went away. (Made by running 2
+    # epochs and marking the leg as cut off: a real cut-off leaves exactly this behind.)
+    first = str(tmp_path / 'first_machine')
+    code, stdout = run_sweep(*args(first, 2))
+    assert code == 0, stdout[-3000:]
+    cell = sweep.Cell('exact', 0.5, 4, 0.0, None)
+    leg = sweep.Snapshot(snapshots, cell.name(4))
+    done = osp.join(first, cell.name(2))
+    assert leg.save_checkpoint(done) and not leg.save_checkpoint(done)  # copied once
+    leg.save_records(done)
+    meta_path = osp.join(leg.dir, sweep.CELL_FILE)
+    meta = json.load(open(meta_path))
+    meta.update(returncode=None, legs=[dict(meta['legs'][0], returncode=None)])
+    json.dump(meta, open(meta_path, 'w'))
+    assert leg.checkpoints() == ['epoch_2.pth']
+    first_wall = meta['wall_s']
+
+    # A fresh clone: empty work root, the committed snapshot only.
+    code, stdout = run_sweep(*args(str(tmp_path / 'second_machine'), 4))
+    assert code == 0, stdout[-3000:]
+    assert f'1 restored from {snapshots}' in stdout
+    assert 'exact/gamma0.5_th4_noise0.0: completed (4/4 epochs)' in stdout
+    record = json.load(open(osp.join(leg.dir, sweep.RECORD_FILE)))
+    assert record['completed_epochs'] == 4 and len(record['train_loss']) == 4
+    meta = json.load(open(meta_path))
+    assert [leg_['returncode'] for leg_ in meta['legs']] == [None, 0]
+    assert '--resume' in meta['legs'][1]['command']
+    assert meta['wall_s'] == pytest.approx(first_wall + meta['legs'][1]['wall_s'])
+    assert leg.checkpoints() == []  # a finished cell keeps its records only
+    row, = csv.DictReader(open(tmp_path / 'out' / 'results.csv'))
+    assert row['status'] == 'completed' and float(row['wall_s']) == pytest.approx(meta['wall_s'])
+
+    # The snapshot alone reproduces the finished row: nothing runs on a third machine.
+    code, stdout = run_sweep(*args(str(tmp_path / 'third_machine'), 4))
+    assert code == 0 and '1 already finished, 0 to run' in stdout

@@ -40,6 +40,7 @@ from focal_plugin.functional import (
     sigmoid_focal_loss,
     varifocal_loss,
 )
+from focal_plugin.functional import targets as target_check
 
 NUM_CLASSES = 80
 ANCHORS = [125, 1250, 2000, 12500, 125000]  # x 80 classes: 1e4 ... 1e7 elements
@@ -183,6 +184,42 @@ VFL_VARIANTS: Dict[str, Callable] = {
 }
 
 
+def with_target_check(enabled: bool, loss_fn: Callable, *args) -> Callable:
+    """The compiled fused loss with the [0, 1] target check on or off."""
+    def run(x, t, _):
+        fused.set_fused_backend('compile')
+        target_check.set_target_check(enabled)
+        try:
+            return loss_fn(x, t, *args)
+        finally:
+            target_check.set_target_check(True)
+    return run
+
+
+def the_check_alone(x, t, _):
+    target_check.check_probability_targets(t)
+    return None
+
+
+def target_check_sections() -> list:
+    """(title, variants, targets) of the target-check cost: per loss, check off (the base),
+    on, and the check alone."""
+    def variants(loss_fn, *args):
+        return {'check off': with_target_check(False, loss_fn, *args),
+                'check on': with_target_check(True, loss_fn, *args),
+                'the check alone (aminmax + one host sync)': the_check_alone}
+
+    def float_labels(anchors, g, device):
+        return focal_targets(anchors, g, device)[1], None
+    focal_args = (ALPHA, GAMMA, 'sum')
+    return [('sigmoid focal, float 0/1 targets (hard-label detection shares the sync)',
+             variants(sigmoid_focal_loss, *focal_args), float_labels),
+            ('sigmoid focal, soft targets', variants(sigmoid_focal_loss, *focal_args),
+             quality_targets),
+            ('QFL', variants(quality_focal_loss, GAMMA, 'sum'), quality_targets),
+            ('VFL', variants(varifocal_loss, *VFL_ARGS), quality_targets)]
+
+
 def focal_targets(anchors, g, device):
     labels = torch.randint(0, NUM_CLASSES + 1, (anchors,), generator=g)
     t_bool = F.one_hot(labels, NUM_CLASSES + 1)[:, :NUM_CLASSES].bool().to(device)
@@ -297,6 +334,46 @@ def first_call_table() -> list:
     return lines
 
 
+TARGET_CHECK_TITLE = ('Cost of the [0, 1] target check (issue 15; 1e7 logits, fused compiled '
+                      'kernels)')
+HEADER = ['| device | threads | size | variant | fwd+bwd ms (median) | x base '
+          '| peak MB | x base | Melem/s |', '|---|---|---|---|---|---|---|---|---|']
+
+
+def target_check_table(args) -> list:
+    """One table per loss: the fused loss with the check off (base), on, and the check
+    alone; "x base" = time / time with the check off."""
+    lines = ['"x base": time (peak memory) relative to the same loss with the check off. The '
+             'peak of "the check alone" counts the inputs (logits, targets, gradient buffer) '
+             'like every row; the check itself allocates nothing of that size.', '']
+    for title, variants, targets in target_check_sections():
+        print(f'\n{title}')
+        rows = []
+        for threads in args.threads:
+            rows += measure('cpu', threads, args.repeats, variants, targets, ANCHORS[-1:])
+        lines += [f'*{title}*', ''] + HEADER + [format_row(r) for r in rows] + ['']
+    return lines
+
+
+def write_section(path, title, lines) -> None:
+    """Replace (or append) the ``### title`` section of the Markdown file ``path``."""
+    text = '\n'.join(lines)
+    print('\n' + text)
+    if not path:
+        return
+    with open(path) as f:
+        old = f.read()
+    heading = f'### {title}'
+    start = old.find(heading)
+    if start < 0:
+        new = old.rstrip('\n') + f'\n\n{heading}\n\n{text}\n'
+    else:
+        end = old.find('\n### ', start + len(heading))
+        new = old[:start] + f'{heading}\n\n{text}\n' + (old[end + 1:] if end >= 0 else '')
+    with open(path, 'w') as f:
+        f.write(new)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description='focal loss fwd+bwd benchmark')
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
@@ -304,10 +381,17 @@ def main() -> None:
     parser.add_argument('--first-call', action='store_true',
                         help='also measure first-call stall and recompilation (subprocesses)')
     parser.add_argument('--probe', choices=fused.BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument('--target-check', action='store_true',
+                        help='measure only the cost of the [0, 1] target check (1e7 logits) '
+                        'and write its section into --out, leaving the other tables')
     parser.add_argument('--out', default=None, help='write the Markdown tables here too')
     args = parser.parse_args()
     if args.probe:
         return probe_first_call(args.probe)
+    if args.target_check:
+        command = ' '.join(['.venv/bin/python', 'tools/benchmark_losses.py'] + sys.argv[1:])
+        return write_section(args.out, TARGET_CHECK_TITLE,
+                             [f'Command: `{command}`', ''] + target_check_table(args))
 
     header = ['| device | threads | size | variant | fwd+bwd ms (median) | x torchvision '
               '| peak MB | x torchvision | Melem/s |', '|---|---|---|---|---|---|---|---|---|']
@@ -332,6 +416,7 @@ def main() -> None:
             section += measure('cpu', threads, args.repeats, variants, quality_targets,
                                ANCHORS[-2:])
         lines += ['', f'### {title}', ''] + header + [format_row(r) for r in section]
+    lines += ['', f'### {TARGET_CHECK_TITLE}', ''] + target_check_table(args)
     if args.first_call:
         lines += ['', '### First call and varying anchor counts (fresh process, 1 thread, '
                   '~100k x 80 logits)', ''] + first_call_table()

@@ -9,6 +9,7 @@ from .generalized_focal import quality_focal_loss, varifocal_loss
 from .sigmoid_focal import sigmoid_focal_loss
 from .softmax_focal import log1m_softmax, softmax_focal_loss, softmax_margin
 from .stabilizer import STABILIZERS, modulating_factor, zero_safe_pow
+from .targets import get_target_check, set_target_check
 from .unified_focal import (
                             UFL_VARIANTS,
                             asymmetric_focal_loss,
@@ -21,5 +22,5 @@ __all__ = [
     'softmax_margin',
     'sigmoid_focal_loss', 'softmax_focal_loss', 'quality_focal_loss', 'varifocal_loss',
     'asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss', 'set_fused_backend',
-    'get_fused_backend',
+    'get_fused_backend', 'set_target_check', 'get_target_check',
 ]

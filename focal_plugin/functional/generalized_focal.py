@@ -41,6 +41,7 @@ from .stabilizer import (
     check_stabilizer,
     modulating_factor,
 )
+from .targets import check_probability_targets
 
 __all__ = ['quality_focal_loss', 'varifocal_loss']
 
@@ -70,6 +71,7 @@ def _prepare(inputs: Tensor, targets: Tensor, exponent: float, exponent_name: st
     if not targets.is_floating_point():
         raise TypeError(f'targets must be a floating point tensor of scores in [0, 1], got '
                         f'{targets.dtype}')
+    check_probability_targets(targets)
     check_exponent(exponent, exponent_name)
     check_reduction(reduction)
     check_stabilizer(stabilizer)
@@ -117,8 +119,8 @@ def varifocal_loss(inputs: Tensor,
         if out is not None:  # loss and closed-form gradient in one pass, see .fused
             return out
     positive = (t > 0).to(x.dtype)
-    # Negatives have t == 0, so their base is sigmoid(x); clamping keeps log t finite for
-    # (invalid) negative scores, which mmdet treats as negatives too.
+    # Negatives have t == 0, so their base is sigmoid(x); the clamp only matters with the
+    # target check turned off, where it keeps log t finite for (invalid) negative scores.
     t_base = t.clamp(0, 1)
     negative_factor = alpha * _quality_factor(x, t_base, gamma, stabilizer, eps, False)
     positive_weight = t * positive if iou_weighted else positive

@@ -39,6 +39,7 @@ from .stabilizer import (
     check_stabilizer,
     modulating_factor,
 )
+from .targets import check_probability_targets
 
 __all__ = ['sigmoid_focal_loss']
 
@@ -46,16 +47,17 @@ __all__ = ['sigmoid_focal_loss']
 def _hard_labels(targets: Tensor, detect_in_floats: bool) -> Optional[Tensor]:
     """Targets as a bool mask of positives when they are hard labels, else None.
 
-    Bool targets are used as they are; integer targets must be 0/1 (ValueError otherwise). For
-    float targets one comparison pass (and one host sync) finds out whether they are all 0/1,
-    which buys the cheaper hard-label path; only worth it where that path exists."""
+    Bool targets are used as they are; integer targets must be 0/1 (ValueError otherwise). Float
+    targets must be probabilities in [0, 1] (ValueError naming the likely cause otherwise); the
+    same host sync finds out whether they are all 0/1, which buys the cheaper hard-label path
+    (only asked where that path exists)."""
     if targets.dtype == torch.bool:
         return targets
     if not targets.is_floating_point():
         if bool(((targets != 0) & (targets != 1)).any()):
             raise ValueError('integer targets must be hard labels 0 or 1')
         return targets.bool()
-    if detect_in_floats and bool(((targets == 0) | (targets == 1)).all()):
+    if check_probability_targets(targets, detect_hard=detect_in_floats):
         return targets.bool()
     return None
 
@@ -73,8 +75,9 @@ def sigmoid_focal_loss(inputs: Tensor,
 
     Args:
         inputs: logits of any shape (floating point).
-        targets: same shape; floats in [0, 1] (hard or soft labels), or integer/bool 0/1
-            labels. All-0/1 targets take a cheaper exact path (one logsigmoid of the signed
+        targets: same shape; floats in [0, 1] (hard or soft labels; anything else, NaN
+            included, is a ValueError, see :mod:`.targets`), or integer/bool 0/1 labels.
+            All-0/1 targets take a cheaper exact path (one logsigmoid of the signed
             logit instead of a log-sum of two branches).
         alpha: weight of the positive class in [0, 1]; ``-1`` (torchvision) or ``None``
             disables the weighting.

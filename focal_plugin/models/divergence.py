@@ -77,8 +77,8 @@ class DivergenceRecorderHook(Hook):
     the completed epochs, the last validation metrics and the dataset's
     ``positive_fraction``. Where the model logs them (``BinaryLogitModel`` does), per-epoch
     ``neg_logit_min`` / ``pos_logit_max``: the most confident logit of each class over the
-    epoch's batches, to see how close a run gets to the loss's float32 break points. It is rewritten atomically at every epoch end, at the failure and at
-    the end of training.
+    epoch's batches, to see how close a run gets to the loss's float32 break points. It is
+    rewritten atomically at every epoch end, at the failure and at the end of training.
 
     Args:
         stop: when this hook detects the failure itself (no GradientSanitizerHook with

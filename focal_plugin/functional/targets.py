@@ -1,0 +1,85 @@
+"""The range check of probability / score targets, and its switch.
+
+Soft targets outside [0, 1] make the focal family meaningless without making it fail loudly:
+``sigmoid_focal_loss(x, 3 * t)`` is NaN (``log(1 - t)`` of ``t > 1``) and ``varifocal_loss``
+with negative IoU scores returns a finite number that trains towards nothing. The usual
+causes are a mask still in 0-255 pixels and labels encoded as -1/1. Every loss taking
+probabilities or scores as targets therefore checks them once per call and names the cause.
+
+Cost and design: one fused min/max pass over the targets (``torch.aminmax``) and one host
+synchronisation per call. ``sigmoid_focal_loss`` on float targets already synchronises once to
+find out whether they are hard 0/1 labels (that buys the cheaper exact path); the range check
+rides on the same synchronisation, so it adds a read of the targets and no extra sync there.
+``tools/benchmark_losses.py`` measures the check against the fused loss (results in
+``results/benchmark_losses.md``). Where even that matters (a production run whose targets
+are known good), turn it off: ``set_target_check(False)`` or ``FOCAL_PLUGIN_CHECK_TARGETS=0``.
+
+Non-finite *logits* are not checked here on purpose: a NaN logit is a symptom of an earlier
+failure, and the loss passes it on (NaN loss and gradient) so that ``GradientSanitizerHook``
+sees it, acts and reports where it came from. Hiding it in the loss would hide the failure.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ['check_probability_targets', 'set_target_check', 'get_target_check']
+
+_FALSE = ('0', 'false', 'off', 'no')
+_enabled = os.environ.get('FOCAL_PLUGIN_CHECK_TARGETS', '1').strip().lower() not in _FALSE
+
+
+def set_target_check(enabled: bool) -> None:
+    """Turn the [0, 1] range check of soft/score targets on (default) or off, process-wide."""
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f'enabled must be a bool, got {type(enabled).__name__}')
+    _enabled = enabled
+
+
+def get_target_check() -> bool:
+    return _enabled
+
+
+def _likely_cause(lo: float, hi: float) -> str:
+    if lo == -1.0:
+        return ('they look like -1/1 labels: map them to 0/1 (e.g. (targets + 1) / 2 or '
+                'targets.clamp(min=0))')
+    if hi > 1.0:
+        return ('they look like 0-255 pixels or unnormalized scores/class indices: divide '
+                'pixel masks by 255, one-hot encode class indices')
+    return 'scores below 0 (e.g. an IoU computed as negative): clamp them to [0, 1]'
+
+
+def check_probability_targets(targets: Tensor, name: str = 'targets',
+                              detect_hard: bool = False) -> Optional[bool]:
+    """Raise ``ValueError`` unless every element of the float tensor ``targets`` is in [0, 1].
+
+    With ``detect_hard=True`` also return whether all targets are exactly 0 or 1, computed in
+    the same host synchronisation (``None`` otherwise). The check is skipped when turned off
+    (:func:`set_target_check`); the hard-label detection is not.
+    """
+    if targets.numel() == 0:
+        return True if detect_hard else None
+    t = targets.detach()
+    stats = []
+    if _enabled:
+        stats += list(torch.aminmax(t))  # NaN propagates into both
+    if detect_hard:
+        stats.append(((t == 0) | (t == 1)).all().to(t.dtype))
+    if not stats:
+        return None
+    values = torch.stack(stats).tolist()  # the one host sync
+    if _enabled:
+        lo, hi = values[0], values[1]
+        if not (lo >= 0.0 and hi <= 1.0):  # NaN fails both comparisons
+            if lo != lo or hi != hi:
+                count = int(torch.isnan(t).sum())
+                raise ValueError(f'{name} contain NaN ({count} of {t.numel()} elements); '
+                                 f'{name} must be probabilities/scores in [0, 1]')
+            raise ValueError(f'{name} must be probabilities/scores in [0, 1], got min '
+                             f'{lo + 0.0:g}, max {hi + 0.0:g}: {_likely_cause(lo, hi)}')
+    return bool(values[-1]) if detect_hard else None

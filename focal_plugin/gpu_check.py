@@ -163,7 +163,6 @@ def parity(device: str, quick: bool) -> tuple:
                                      int((~torch.isfinite(loss)).sum()),
                                      int((~torch.isfinite(grad)).sum())])
         log(f'parity: {loss_name} done ({len(rows)} rows)')
-    fused.set_fused_backend('auto')
     header = ['loss', 'targets', 'logits dtype', 'gamma', 'variant', 'max rel err loss',
               'max rel err grad', 'non-finite loss', 'non-finite grad']
     notes = [f'{base.numel()} logits per case: +-{HARD_POINTS} and random N(0, 8^2); '
@@ -256,7 +255,6 @@ def speed(device: str, quick: bool) -> tuple:
                          f'{copy_bw / 1e9:.1f} (copy)',
                          f'{moved / t / copy_bw:.2f}' if 'copy' not in name else '1.00'])
         log(f'speed: {n:.0e} logits done')
-    fused.set_fused_backend('auto')
     header = ['logits', 'variant', 'fwd+bwd ms (median)', 'x torchvision',
               'peak MB above inputs', 'GB/s (logits + targets + grad)', 'x copy bandwidth']
     notes = [f'gamma 2, alpha 0.25, 1 % positives, reduction sum; median of {repeats} after '
@@ -320,7 +318,6 @@ def compile_check(device: str, quick: bool, command_python: str) -> tuple:
         sigmoid_focal_loss(x, t, 0.25, 2.0, 'sum').backward()
     rows.append([f'new graphs over {counts} anchor counts',
                  counters['stats']['unique_graphs'] - graphs])
-    fused.set_fused_backend('auto')
     log('compile: compile backend done; probing the auto backend in a fresh process')
     res = subprocess.run([command_python, '-m', 'focal_plugin.gpu_check', '--probe-auto',
                           device], capture_output=True, text=True, timeout=600)
@@ -377,7 +374,8 @@ def autocast_check(device: str, quick: bool) -> tuple:
     header = ['autocast dtype', 'logits dtype', 'rel. diff loss vs float32',
               'rel. diff grad (L2) vs float32', 'finite', 'within tolerance']
     notes = ['Linear(64, 80) with weights x30 (saturating logits), 4096 samples, gamma 0.5, '
-             'exact fused loss (auto backend); gradient of the weight, unscaled.']
+             'exact loss, backend from FOCAL_PLUGIN_FUSED (auto unless set); gradient of the '
+             'weight, unscaled.']
     return header, rows, notes
 
 
@@ -396,6 +394,7 @@ def run(out_dir: str, sections=SECTIONS, quick: bool = False, command: str = '')
     titles = dict(parity='Parity of the fused losses', speed='Speed and peak memory',
                   compile='Compilation', autocast='Autocast')
     paths = []
+    backend = fused.get_fused_backend()  # each section sets the backends it compares
     for section in sections:
         log(f'{section}: start')
         started = time.perf_counter()
@@ -411,6 +410,7 @@ def run(out_dir: str, sections=SECTIONS, quick: bool = False, command: str = '')
         notes = notes + [f'Device: {device}. Section wall time {wall:.0f} s.']
         paths.append(write_table(out_dir, section, f'{titles[section]} ({device})', header,
                                  rows, notes, env, command))
+        fused.set_fused_backend(backend)
     return paths
 
 

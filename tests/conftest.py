@@ -12,6 +12,11 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests/reference.py
 # The fused sigmoid focal loss compiles on first use ('compile'), not in the background
 # ('auto', the default): a test must not switch kernels half-way through a comparison.
 os.environ.setdefault('FOCAL_PLUGIN_FUSED', 'compile')
+# Where the CPU stress configs find the real MNIST test split (their data_root reads it):
+# the offline copy beside the checkout, unless the caller points elsewhere.
+REAL_MNIST_T10K = os.environ.setdefault('FOCAL_MNIST_T10K', os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'data',
+    'mnist-t10k'))
 
 # The hard points the developers' guide asks for.
 SATURATING_LOGITS = [0.0, 1.0, -1.0, 10.0, -10.0, 20.0, -20.0, 40.0, -40.0, 100.0, -100.0,

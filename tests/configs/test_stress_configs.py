@@ -70,7 +70,7 @@ def test_config_has_the_published_settings(path):
         assert cfg.train_cfg.max_epochs < 1000
         if dataset_type != 'CIFAR10AnimalsVehicles':  # offline real MNIST test split
             for loader in (cfg.train_dataloader, cfg.val_dataloader):
-                assert loader.dataset.data_root == '../shared/data/mnist-t10k'
+                assert loader.dataset.data_root == os.environ['FOCAL_MNIST_T10K']
                 assert (loader.dataset.split, loader.dataset.download) == ('test', False)
     else:
         expected_epochs = 100 if dataset_type == 'BinaryMNIST' else 1000

@@ -1,4 +1,5 @@
 """BinaryMNIST / MNISTSegmentation: IDX decoding, threshold labels, noise and masks, exactly."""
+import os
 import os.path as osp
 
 import numpy as np
@@ -14,7 +15,7 @@ from focal_plugin.datasets.synthetic import write_synthetic_mnist
 torch.set_num_threads(1)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-REAL_MNIST_T10K = osp.join(osp.dirname(REPO_ROOT), 'shared', 'data', 'mnist-t10k')
+REAL_MNIST_T10K = os.environ['FOCAL_MNIST_T10K']  # set by conftest.py
 T10K_DIGIT_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 

@@ -7,8 +7,10 @@ default_hooks = dict(logger=dict(interval=157), checkpoint=dict(interval=5))
 
 # CPU scale: the real MNIST test split (10k images, offline copy) for training and validation,
 # data loading in the main process. Validation is on the training images: these runs measure
-# when training breaks, not generalization.
-data_root = '../shared/data/mnist-t10k'
+# when training breaks, not generalization. The folder holding t10k-images-idx3-ubyte.gz and
+# t10k-labels-idx1-ubyte.gz comes from FOCAL_MNIST_T10K (default data/mnist, where the full
+# configs download MNIST).
+data_root = '{{$FOCAL_MNIST_T10K:data/mnist}}'
 train_dataloader = dict(
     num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, split='test', download=False))

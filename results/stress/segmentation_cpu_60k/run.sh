@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
 NOISE=${NOISE:-0}
+export FOCAL_MNIST_T10K=${FOCAL_MNIST_T10K:-../shared/data/mnist-t10k}  # read by the configs
 OUT=results/stress/segmentation_cpu_60k/noise${NOISE}
 FOCAL_PLUGIN_FUSED=compile OMP_NUM_THREADS=1 ${PYTHON:-.venv/bin/python} tools/sweep.py \
   'configs/stress/mnist_segmentation/unet-c8_sgd-30e_mnist-t10k-seg_cpu_{mode}.py' \

@@ -14,4 +14,4 @@ __version__ = '0.1.0'
 
 if find_spec('mmdet') is not None:
     # Import errors from here on are real (e.g. an mmcv/mmdet mismatch) and must surface.
-    from . import datasets, hooks, losses, models  # noqa: F401  (registers classes)
+    from . import datasets, hooks, losses, models, stress  # noqa: F401  (registers classes)

@@ -1,9 +1,7 @@
-"""Stress-test models (registered on import), and the divergence recorder that stops a run at
-its first non-finite step."""
-from .divergence import DivergenceRecorderHook, InterruptibleEpochBasedTrainLoop
+"""Stress-test models (registered on import): one logit per image or pixel, the loss from
+config. The divergence recorder and its loop live in :mod:`focal_plugin.stress`."""
 from .lenet import LeNetBinaryClassifier
 from .unet import UNetBinarySegmenter
 from .vit import ViTBinaryClassifier
 
-__all__ = ['LeNetBinaryClassifier', 'UNetBinarySegmenter', 'ViTBinaryClassifier',
-           'DivergenceRecorderHook', 'InterruptibleEpochBasedTrainLoop']
+__all__ = ['LeNetBinaryClassifier', 'UNetBinarySegmenter', 'ViTBinaryClassifier']

@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 import focal_plugin  # noqa: F401
 from focal_plugin.datasets.synthetic import write_synthetic_cifar10, write_synthetic_mnist
-from focal_plugin.models.divergence import read_divergence
+from focal_plugin.stress import read_divergence
 
 torch.set_num_threads(1)
 

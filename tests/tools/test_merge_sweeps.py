@@ -2,20 +2,20 @@
 import csv
 import importlib.util
 import os.path as osp
-import sys
+
+from focal_plugin.stress import results as sweep
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def load(name):
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
+def load_tool(name):
     spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'tools', f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def row(sweep, mode, gamma, threshold, status, epochs, nonfinite_iter=None):
+def row(mode, gamma, threshold, status, epochs, nonfinite_iter=None):
     base = dict.fromkeys(sweep.CSV_COLUMNS)
     base.update(mode=mode, gamma=gamma, alpha=0.5, threshold=threshold, noise=0.0, seed=0,
                 positive_fraction=0.1 * (threshold + 1), max_epochs=100, iters_per_epoch=157,
@@ -26,13 +26,13 @@ def row(sweep, mode, gamma, threshold, status, epochs, nonfinite_iter=None):
 
 
 def test_merge_dedupes_skips_unfinished_and_tabulates(tmp_path):
-    sweep, merge = load('sweep'), load('merge_sweeps')
+    merge = load_tool('merge_sweeps')
     first, second = tmp_path / 'a.csv', tmp_path / 'b.csv'
-    sweep.write_csv(first, [row(sweep, 'none', 0.1, 0, 'diverged', 21, 3432),
-                            row(sweep, 'exact', 0.1, 0, 'completed', 100)])
-    sweep.write_csv(second, [row(sweep, 'exact', 0.1, 0, 'diverged', 5, 800),  # duplicate
-                             row(sweep, 'exact', 0.3, 2, 'completed', 100),
-                             row(sweep, 'epsilon', 0.3, 2, 'error', 3)])       # unfinished
+    sweep.write_csv(first, [row('none', 0.1, 0, 'diverged', 21, 3432),
+                            row('exact', 0.1, 0, 'completed', 100)])
+    sweep.write_csv(second, [row('exact', 0.1, 0, 'diverged', 5, 800),  # duplicate
+                             row('exact', 0.3, 2, 'completed', 100),
+                             row('epsilon', 0.3, 2, 'error', 3)])       # unfinished
     out = tmp_path / 'merged'
     merge.main([str(first), str(second), '--out', str(out)])
     with open(out / 'results.csv', newline='') as f:

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from focal_plugin.datasets.synthetic import write_synthetic_mnist
+from focal_plugin.stress.cells import CELL_FILE, RECORD_FILE, Snapshot
+from focal_plugin.stress.grid import Cell
 
 torch.set_num_threads(1)
 
@@ -146,7 +148,7 @@ def test_one_config_for_all_modes_sets_the_stabilizer(tmp_path, run_sweep):
 
 
 def test_a_cell_cut_off_mid_run_resumes_on_a_fresh_clone_from_its_snapshot(
-        tmp_path, separable_root, run_sweep, sweep):
+        tmp_path, separable_root, run_sweep):
     """--snapshot-dir: the committed copy of a cell (newest checkpoint + records) is all a
     fresh machine needs to continue the run, and the legs' wall times add up."""
     snapshots = str(tmp_path / 'snapshots')
@@ -164,12 +166,12 @@ def test_a_cell_cut_off_mid_run_resumes_on_a_fresh_clone_from_its_snapshot(
     first = str(tmp_path / 'first_machine')
     code, stdout = run_sweep(*args(first, 2))
     assert code == 0, stdout[-3000:]
-    cell = sweep.Cell('exact', 0.5, 4, 0.0, None)
-    leg = sweep.Snapshot(snapshots, cell.name(4))
+    cell = Cell('exact', 0.5, 4, 0.0, None)
+    leg = Snapshot(snapshots, cell.name(4))
     done = osp.join(first, cell.name(2))
     assert leg.save_checkpoint(done) and not leg.save_checkpoint(done)  # copied once
     leg.save_records(done)
-    meta_path = osp.join(leg.dir, sweep.CELL_FILE)
+    meta_path = osp.join(leg.dir, CELL_FILE)
     meta = json.load(open(meta_path))
     meta.update(returncode=None, legs=[dict(meta['legs'][0], returncode=None)])
     json.dump(meta, open(meta_path, 'w'))
@@ -181,7 +183,7 @@ def test_a_cell_cut_off_mid_run_resumes_on_a_fresh_clone_from_its_snapshot(
     assert code == 0, stdout[-3000:]
     assert f'1 restored from {snapshots}' in stdout
     assert 'exact/gamma0.5_th4_noise0.0: completed (4/4 epochs)' in stdout
-    record = json.load(open(osp.join(leg.dir, sweep.RECORD_FILE)))
+    record = json.load(open(osp.join(leg.dir, RECORD_FILE)))
     assert record['completed_epochs'] == 4 and len(record['train_loss']) == 4
     meta = json.load(open(meta_path))
     assert [leg_['returncode'] for leg_ in meta['legs']] == [None, 0]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from focal_plugin.datasets.synthetic import write_synthetic_mnist
-from focal_plugin.models.divergence import read_divergence
+from focal_plugin.stress import read_divergence
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 
 import focal_plugin  # noqa: F401  (registers models, datasets, hook, loop)
 from focal_plugin.datasets.synthetic import write_synthetic_mnist
-from focal_plugin.models.divergence import read_divergence
+from focal_plugin.stress import read_divergence
 
 torch.set_num_threads(1)
 

@@ -1,0 +1,212 @@
+"""Running the cells of a sweep: one ``tools/train.py`` process per cell, their records on
+disk, and the snapshots that let a cell continue on another machine."""
+import json
+import os
+import os.path as osp
+import shlex
+import shutil
+import subprocess
+import time
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+RECORD_FILE = 'divergence.json'  # written by DivergenceRecorderHook
+CELL_FILE = 'sweep_cell.json'  # written here: command, exit code, wall time per leg
+FINISHED = ('completed', 'diverged')
+LAST_CHECKPOINT = 'last_checkpoint'  # mmengine's pointer to the newest checkpoint
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(work_dir):
+    record = read_json(osp.join(work_dir, RECORD_FILE))
+    cell = read_json(osp.join(work_dir, CELL_FILE))
+    return bool(record and record.get('status') in FINISHED and cell
+                and cell.get('returncode') == 0)
+
+
+def describe(record):
+    if not record:
+        return 'no record'
+    if record['status'] == 'diverged':
+        nf = record['nonfinite']
+        return (f"diverged at epoch {nf['epoch']}, iteration {nf['iteration']} "
+                f"({record['completed_epochs']} epochs completed)")
+    return f"{record['status']} ({record['completed_epochs']}/{record['max_epochs']} epochs)"
+
+
+def log_tail(path, lines=15):
+    try:
+        with open(path, errors='replace') as f:
+            return ''.join(f.readlines()[-lines:])
+    except OSError:
+        return ''
+
+
+def write_json(path, data):
+    """Write atomically: a snapshot copied or committed mid-write is never half a file."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+class Snapshot:
+    """A cell's progress outside its work dir: the newest checkpoint and the records, in
+    ``root/<cell>/``, small enough to commit. ``save`` follows a running cell, ``restore``
+    seeds an empty work dir from it (so ``--resume`` continues the run on another machine)."""
+
+    RECORDS = (RECORD_FILE, CELL_FILE)
+
+    def __init__(self, root, name):
+        self.dir = osp.join(root, name)
+        self._saved = None  # the checkpoint copied last
+
+    def checkpoints(self):
+        if not osp.isdir(self.dir):
+            return []
+        return sorted(f for f in os.listdir(self.dir) if f.endswith('.pth'))
+
+    def restore(self, work_dir):
+        """Copy records and checkpoint into ``work_dir`` unless it has its own progress."""
+        if osp.isfile(osp.join(work_dir, RECORD_FILE)) or not osp.isdir(self.dir):
+            return False
+        os.makedirs(work_dir, exist_ok=True)
+        for name in self.RECORDS + tuple(self.checkpoints()):
+            if osp.isfile(osp.join(self.dir, name)):
+                shutil.copy2(osp.join(self.dir, name), osp.join(work_dir, name))
+        for name in self.checkpoints()[-1:]:
+            with open(osp.join(work_dir, LAST_CHECKPOINT), 'w') as f:
+                f.write(osp.abspath(osp.join(work_dir, name)))
+        return True
+
+    def _copy_here(self, src_dir, name):
+        tmp = osp.join(self.dir, name + '.tmp')
+        shutil.copy2(osp.join(src_dir, name), tmp)
+        os.replace(tmp, osp.join(self.dir, name))
+
+    def save_checkpoint(self, work_dir):
+        """Copy the work dir's newest checkpoint if it is new; only the newest is kept.
+        (mmengine writes ``last_checkpoint`` after the checkpoint file is complete.)"""
+        try:
+            with open(osp.join(work_dir, LAST_CHECKPOINT)) as f:
+                checkpoint = f.read().strip()
+        except OSError:
+            return False
+        if checkpoint == self._saved or not osp.isfile(checkpoint):
+            return False
+        os.makedirs(self.dir, exist_ok=True)
+        older = [f for f in self.checkpoints() if f != osp.basename(checkpoint)]
+        self._copy_here(osp.dirname(checkpoint), osp.basename(checkpoint))
+        for name in older:
+            os.remove(osp.join(self.dir, name))
+        self._saved = checkpoint
+        return True
+
+    def save_records(self, work_dir, keep_checkpoint=True):
+        """Copy the records; a finished cell needs no weights to be resumed."""
+        os.makedirs(self.dir, exist_ok=True)
+        for name in self.RECORDS:
+            if osp.isfile(osp.join(work_dir, name)):
+                self._copy_here(work_dir, name)
+        if not keep_checkpoint:
+            for name in self.checkpoints():
+                os.remove(osp.join(self.dir, name))
+
+
+class CellRun:
+    """One running ``tools/train.py`` process: one leg of a cell, which may take several
+    (interrupted and resumed); ``sweep_cell.json`` lists the legs and their total wall time."""
+
+    def __init__(self, cell, cmd, work_dir, threads, snapshot=None):
+        os.makedirs(work_dir, exist_ok=True)
+        self.cell, self.cmd, self.work_dir, self.snapshot = cell, cmd, work_dir, snapshot
+        self.log_path = osp.join(work_dir, 'sweep_stdout.log')
+        earlier = read_json(osp.join(work_dir, CELL_FILE)) or {}
+        self._earlier_legs = earlier.get('legs') or (
+            [dict(command=earlier['command'], returncode=earlier.get('returncode'),
+                  wall_s=earlier['wall_s'])] if 'wall_s' in earlier else [])
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self._log = open(self.log_path, 'a')
+        self.start = time.time()
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=env)
+
+    def _write_meta(self, code):
+        legs = self._earlier_legs + [dict(command=shlex.join(self.cmd), returncode=code,
+                                          wall_s=time.time() - self.start)]
+        write_json(osp.join(self.work_dir, CELL_FILE), dict(
+            command=shlex.join(self.cmd), returncode=code,
+            wall_s=sum(leg['wall_s'] for leg in legs), legs=legs))
+
+    def poll(self):
+        """None while running; else the exit code (and the cell's sweep record is written).
+        With a snapshot, a new checkpoint is copied there as soon as it appears."""
+        code = self.process.poll()
+        if code is None:
+            if self.snapshot is not None and self.snapshot.save_checkpoint(self.work_dir):
+                self._write_meta(None)  # the wall time so far, in case this leg is cut off
+                self.snapshot.save_records(self.work_dir)
+            return None
+        self._log.close()
+        self._write_meta(code)
+        if self.snapshot is not None:
+            self.snapshot.save_checkpoint(self.work_dir)
+            self.snapshot.save_records(self.work_dir,
+                                       keep_checkpoint=not is_finished(self.work_dir))
+        return code
+
+    def epochs_done(self):
+        record = read_json(osp.join(self.work_dir, RECORD_FILE)) or {}
+        return record.get('completed_epochs', 0), record.get('max_epochs')
+
+
+def run_cells(todo, jobs, threads, total, skipped):
+    """Run ``todo`` = [(cell, cmd, work_dir, snapshot or None)] with at most ``jobs``
+    processes at a time, showing a progress bar over all cells and one line per running
+    cell."""
+    columns = (TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    failures = 0
+    with Progress(*columns, refresh_per_second=2) as progress:
+        overall = progress.add_task('sweep', total=total, completed=skipped)
+        queue, running = list(todo), {}
+        while queue or running:
+            while queue and len(running) < jobs:
+                cell, cmd, work_dir, snapshot = queue.pop(0)
+                run = CellRun(cell, cmd, work_dir, threads, snapshot)
+                running[run] = progress.add_task(f'  {cell.name(None)}', total=None)
+            time.sleep(1.0)
+            for run, task in list(running.items()):
+                done, max_epochs = run.epochs_done()
+                progress.update(task, completed=done, total=max_epochs)
+                code = run.poll()
+                if code is None:
+                    continue
+                progress.remove_task(task)
+                del running[run]
+                progress.advance(overall)
+                record = read_json(osp.join(run.work_dir, RECORD_FILE))
+                wall = time.time() - run.start
+                if code == 0 and record and record.get('status') in FINISHED:
+                    progress.console.print(f'{run.cell.name(None)}: {describe(record)} '
+                                           f'[{wall:.0f} s]', highlight=False)
+                else:
+                    failures += 1
+                    progress.console.print(
+                        f'{run.cell.name(None)}: FAILED (exit code {code}); log '
+                        f'{run.log_path}:\n{log_tail(run.log_path)}', highlight=False)
+    return failures

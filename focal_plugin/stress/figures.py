@@ -1,0 +1,81 @@
+"""The figures of a sweep: completed-epochs heatmaps (gamma x class ratio, one panel per loss
+mode and noise level) and training-loss curves with a cross at the first non-finite step."""
+from .cells import FINISHED
+from .grid import MODES
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_heatmaps(rows, path):
+    import numpy as np
+    plt = _pyplot()
+
+    modes = [m for m in MODES if any(r['mode'] == m for r in rows)]
+    noises = sorted({r['noise'] for r in rows})
+    gammas = sorted({r['gamma'] for r in rows})
+    thresholds = sorted({r['threshold'] for r in rows})
+    max_epochs = max((r['max_epochs'] or 0) for r in rows) or 1
+    fig, axes = plt.subplots(len(modes), len(noises), squeeze=False, layout='constrained',
+                             figsize=(1.1 * len(thresholds) * len(noises) + 2,
+                                      (0.3 * len(gammas) + 1.1) * len(modes) + 0.3))
+    for i, mode in enumerate(modes):
+        for j, noise in enumerate(noises):
+            ax = axes[i][j]
+            grid = np.full((len(gammas), len(thresholds)), np.nan)
+            labels = np.full(grid.shape, '–', dtype=object)  # '–': not run / failed to run
+            fractions = {}
+            for r in rows:
+                if r['mode'] != mode or r['noise'] != noise or r['status'] not in FINISHED:
+                    continue
+                at = gammas.index(r['gamma']), thresholds.index(r['threshold'])
+                grid[at] = r['completed_epochs']
+                # ✓: no non-finite step within the run; a number alone: epochs before it
+                labels[at] = f"{r['completed_epochs']}" + (
+                    ' ✓' if r['status'] == 'completed' else '')
+                if r['positive_fraction'] is not None:
+                    fractions[r['threshold']] = r['positive_fraction']
+            image = ax.imshow(grid, cmap='RdYlGn', vmin=0, vmax=max_epochs, aspect='auto')
+            for (gi, ti), text in np.ndenumerate(labels):
+                ax.text(ti, gi, text, ha='center', va='center', fontsize=7)
+            ax.set_xticks(range(len(thresholds)),
+                          [f'{t}\n{fractions[t]:.0%}' if t in fractions else f'{t}'
+                           for t in thresholds], fontsize=7)
+            ax.set_yticks(range(len(gammas)), [f'{g:g}' for g in gammas], fontsize=7)
+            ax.set_title(f'{mode}, noise {noise}', fontsize=9)
+            ax.set_xlabel('threshold TH (positive fraction)', fontsize=8)
+            ax.set_ylabel('γ', fontsize=8)
+    colorbar = fig.colorbar(image, ax=axes, shrink=0.8)
+    colorbar.set_label(f'epochs completed before the first non-finite step\n'
+                       f'(of {max_epochs}; ✓ = none within the run)', fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches='tight')
+    plt.close(fig)
+
+
+def plot_loss_curves(curves, path):
+    plt = _pyplot()
+
+    styles = {'none': '-', 'epsilon': '--', 'exact': ':'}  # overlapping curves stay visible
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for curve in curves:
+        losses = curve['train_loss']
+        epochs = list(range(1, len(losses) + 1))
+        line, = ax.plot(epochs, losses, styles.get(curve['mode'], '-'), label=curve['label'])
+        nonfinite = curve['nonfinite']
+        if nonfinite:
+            # Where the failure happened, in (fractional) epochs, at the end of the curve.
+            x = nonfinite['iteration'] / curve['iters_per_epoch']
+            y = losses[-1] if losses else nonfinite.get('last_finite_loss')
+            ax.plot([x], [y], marker='x', markersize=12, markeredgewidth=2.5,
+                    color=line.get_color(), linestyle='none')
+    ax.set_yscale('log')
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('mean training loss per epoch')
+    ax.set_title('Training loss (× = first non-finite step)')
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches='tight')
+    plt.close(fig)

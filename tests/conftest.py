@@ -1,5 +1,4 @@
 import os
-import sys
 
 import pytest
 import torch
@@ -8,7 +7,6 @@ import torch
 # results do not depend on oversubscription.
 torch.set_num_threads(1)
 os.environ.setdefault('OMP_NUM_THREADS', '1')
-sys.path.insert(0, os.path.dirname(__file__))  # tests/reference.py
 # The fused sigmoid focal loss compiles on first use ('compile'), not in the background
 # ('auto', the default): a test must not switch kernels half-way through a comparison.
 os.environ.setdefault('FOCAL_PLUGIN_FUSED', 'compile')

@@ -39,14 +39,12 @@ VARIANTS = ('no hook', 'hook', 'detect_anomaly')
 
 
 def build(args, work_dir):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                                    'tests', 'hooks'))
-    from mmdet_toys import SyntheticBoxes, detector_runner_kwargs, tiny_retinanet_cfg
     from mmengine.optim import OptimWrapper
     from mmengine.runner import Runner
 
     import focal_plugin  # noqa: F401
     from focal_plugin.hooks import GradientSanitizerHook
+    from focal_plugin.testing import SyntheticBoxes, detector_runner_kwargs, tiny_retinanet_cfg
 
     # a healthy run (stock gamma=2): the overhead of interest is the one paid when nothing
     # goes wrong; detect_anomaly would abort on the first NaN anyway

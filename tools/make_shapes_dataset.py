@@ -6,12 +6,9 @@ The shapes configs also generate it on first use (``ShapesCocoDataset``); this C
 other sizes, seeds or locations. The generator lives in ``focal_plugin/datasets/shapes.py``.
 """
 import argparse
-import os.path as osp
-import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from focal_plugin.datasets.shapes import make_shapes_dataset  # noqa: E402
+from focal_plugin.datasets.shapes import make_shapes_dataset
 
 
 def main() -> None:

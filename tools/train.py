@@ -13,7 +13,6 @@ import argparse
 import logging
 import os
 import os.path as osp
-import sys
 
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
@@ -21,9 +20,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-# Run from a checkout without installing: make the repository's package importable.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-import focal_plugin  # noqa: E402,F401  (registers the plugin's classes)
+import focal_plugin  # noqa: F401  (registers the plugin's classes)
 
 
 def parse_args(argv=None):

@@ -16,8 +16,6 @@ import sys
 import torch
 import torch.distributed as torch_dist
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-
 SCENARIOS = {
     # NaN loss term on rank 1 only, outside the graph: rank 1's gradients stay finite, so only
     # the agreed verdict makes rank 0 skip too (otherwise the replicas silently diverge)

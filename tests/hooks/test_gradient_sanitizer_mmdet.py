@@ -15,9 +15,14 @@ import torch
 pytest.importorskip('mmdet')
 pytest.importorskip('mmcv.ops')
 
-from mmdet_toys import SyntheticBoxes, detector_runner_kwargs, tiny_retinanet_cfg  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from sanitizer_toys import RecordHook, all_finite, model_state  # noqa: E402
+
+from focal_plugin.testing import (  # noqa: E402
+    SyntheticBoxes,
+    detector_runner_kwargs,
+    tiny_retinanet_cfg,
+)
 
 # batch size 2, no shuffle: iteration 2 (0-based) holds images 4 and 5; image 5 is corrupt
 CORRUPT = 5

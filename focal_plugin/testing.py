@@ -1,4 +1,6 @@
-"""A stock MMDetection RetinaNet, shrunk for CPU, and a tiny synthetic detection dataset.
+"""A stock MMDetection RetinaNet, shrunk for CPU, and a tiny synthetic detection dataset: what
+the hook's mmdet tests and ``tools/benchmark_hook.py`` train (needs mmdet; not imported by
+``import focal_plugin``).
 
 The model comes from mmdet's own ``retinanet/retinanet_r50_fpn_1x_coco.py`` with size overrides
 only: ResNet-18 with 8 base channels and no pretrained weights, a 16-channel FPN and head, and

@@ -1,5 +1,6 @@
 """The figures of a sweep: completed-epochs heatmaps (gamma x class ratio, one panel per loss
-mode and noise level) and training-loss curves with a cross at the first non-finite step."""
+mode and noise level), training-loss curves with a cross at the first non-finite step, and the
+most confident logits per epoch against the original loss's float32 break points."""
 from .cells import FINISHED
 from .grid import MODES
 
@@ -77,5 +78,35 @@ def plot_loss_curves(curves, path):
     ax.set_ylabel('mean training loss per epoch')
     ax.set_title('Training loss (× = first non-finite step)')
     ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches='tight')
+    plt.close(fig)
+
+
+# Where torchvision's formula breaks in float32 (tests/functional/test_sigmoid_focal.py):
+# sigmoid(x) == 1 above this logit (positives), 1 - (1 - p) == 0 below that one (negatives).
+POSITIVE_BREAK, NEGATIVE_BREAK = 16.64, -17.33
+
+
+def plot_logit_extremes(records, path):
+    """``records``: {label: divergence record}. Per epoch, the smallest logit of a negative
+    and the largest of a positive, against optimizer steps, with the break points."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, record in records.items():
+        steps = record['iters_per_epoch']
+        for key, style in (('pos_logit_max', '-'), ('neg_logit_min', '--')):
+            values = record.get(key) or []
+            xs = [(i + 1) * steps for i, v in enumerate(values) if v is not None]
+            which = 'largest positive' if key == 'pos_logit_max' else 'smallest negative'
+            ax.plot(xs, [v for v in values if v is not None], style,
+                    label=f'{label}: {which} logit')
+    for y, text in ((POSITIVE_BREAK, 'sigmoid(x) == 1 in float32'),
+                    (NEGATIVE_BREAK, '1 - (1 - p) == 0 in float32')):
+        ax.axhline(y, color='red', linewidth=1)
+        ax.text(0, y, f' {text} ({y:+g})', color='red', fontsize=7, va='bottom')
+    ax.set_xlabel('optimizer step')
+    ax.set_ylabel('logit')
+    ax.set_title('Most confident logits per epoch vs the original loss\'s break points')
+    ax.legend(fontsize=7, loc='center right')
     fig.savefig(path, dpi=120, bbox_inches='tight')
     plt.close(fig)

@@ -13,14 +13,14 @@ CSV_COLUMNS = [
     'mode', 'gamma', 'alpha', 'threshold', 'noise', 'seed', 'positive_fraction', 'max_epochs',
     'iters_per_epoch', 'status', 'completed_epochs', 'nonfinite_epoch', 'nonfinite_iter',
     'nonfinite_reason', 'final_train_loss', 'final_train_acc', 'val_accuracy', 'val_f1',
-    'wall_s', 'config', 'work_dir'
+    'wall_s', 'config', 'work_dir', 'neg_logit_min', 'pos_logit_max'
 ]
 # how read_rows turns the CSV's text back into values
 NUMBERS = dict(gamma=float, alpha=float, threshold=int, noise=float, seed=int,
                positive_fraction=float, max_epochs=int, iters_per_epoch=int,
                completed_epochs=int, nonfinite_epoch=int, nonfinite_iter=int,
                final_train_loss=float, final_train_acc=float, val_accuracy=float,
-               val_f1=float, wall_s=float)
+               val_f1=float, wall_s=float, neg_logit_min=float, pos_logit_max=float)
 
 
 def csv_row(cell, base, config, work_dir):
@@ -36,6 +36,10 @@ def csv_row(cell, base, config, work_dir):
         values = record.get(key) or []
         return values[-1] if values else None
 
+    def extreme(combine, key):
+        values = [v for v in record.get(key) or [] if v is not None]
+        return combine(values) if values else None
+
     def pick(value, key):
         return base[key] if value is None else value
 
@@ -49,6 +53,8 @@ def csv_row(cell, base, config, work_dir):
         nonfinite_reason=nonfinite.get('reason'), final_train_loss=last('train_loss'),
         final_train_acc=last('train_acc'), val_accuracy=val.get('binary/accuracy'),
         val_f1=val.get('binary/f1'), wall_s=meta.get('wall_s'), config=config,
+        # the run's most confident logits (vs the original loss's float32 break points)
+        neg_logit_min=extreme(min, 'neg_logit_min'), pos_logit_max=extreme(max, 'pos_logit_max'),
         work_dir=work_dir)
 
 

@@ -83,6 +83,8 @@ def test_two_cell_grid_end_to_end_and_resume(tmp_path, separable_root, run_sweep
     assert exact['status'] == 'completed' and exact['completed_epochs'] == '6'
     assert exact['nonfinite_iter'] == '' and float(exact['val_accuracy']) == 1.0
     assert float(exact['positive_fraction']) == pytest.approx(0.5)
+    # the most confident logits of the run (against the float32 break points)
+    assert float(exact['neg_logit_min']) < 0 < float(exact['pos_logit_max'])
 
     with open(osp.join(out, 'completed_epochs_heatmap.png'), 'rb') as f:
         assert f.read(8) == PNG_MAGIC

@@ -4,7 +4,7 @@
 ``torchvision.ops.sigmoid_focal_loss`` with two extra keyword arguments, ``stabilizer`` and
 ``eps``; see :mod:`.stabilizer` for the three modes.
 """
-from .fused import get_fused_backend, set_fused_backend
+from .compile_backend import get_fused_backend, set_fused_backend
 from .generalized_focal import quality_focal_loss, varifocal_loss
 from .sigmoid_focal import sigmoid_focal_loss
 from .softmax_focal import log1m_softmax, softmax_focal_loss, softmax_margin

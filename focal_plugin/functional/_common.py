@@ -1,16 +1,16 @@
-"""Small shared pieces of the functional losses: input checks, dtype policy, reduction."""
+"""Small shared pieces of the functional losses: input checks, dtype policy, reduction.
+
+(The shared *math* is in :mod:`.logspace`.)"""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .stabilizer import check_reduction
 
-__all__ = ['check_logits', 'check_same_shape', 'check_alpha', 'compute_dtype', 'reduce',
-           'exact_focal_terms', 'exact_bce_with_logits', 'log_quality_base']
+__all__ = ['check_logits', 'check_same_shape', 'check_alpha', 'compute_dtype', 'reduce']
 
 
 def check_logits(inputs: Tensor, name: str = 'inputs') -> None:
@@ -61,47 +61,3 @@ def reduce(loss: Tensor, reduction: str) -> Tensor:
         return loss.mean()
     check_reduction(reduction)
     raise AssertionError('unreachable')
-
-
-def exact_focal_terms(x: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:
-    """``(BCE(x, t), log(1 - p_t))``, both to full relative precision for every finite logit.
-
-    ``F.binary_cross_entropy_with_logits`` loses the digits of a confident correct prediction
-    (``log(1 + e^-20)`` rounds to 0 in float32, and its backward ``sigmoid(x) - t`` cancels), so
-    the cross-entropy is written with softplus: ``t * softplus(-x) + (1 - t) * softplus(x)``.
-    ``1 - p_t = t * sigmoid(-x) + (1 - t) * sigmoid(x)`` is a sum of two positive terms, taken in
-    log space so it never rounds to ``log 0`` (hard 0/1 targets have a cheaper form, see
-    :func:`.sigmoid_focal.sigmoid_focal_loss`).
-    """
-    sp_pos, sp_neg = F.softplus(x), F.softplus(-x)  # -log(1 - p), -log(p)
-    ce = exact_bce_with_logits(x, t, (sp_pos, sp_neg))
-    return ce, torch.logaddexp(torch.log(t) - sp_pos, torch.log1p(-t) - sp_neg)
-
-
-def exact_bce_with_logits(x: Tensor, t: Tensor,
-                          softplus_pair: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
-    """``BCE(x, t) = t * softplus(-x) + (1 - t) * softplus(x)``: a sum of two non-negative
-    terms, so full relative precision even for confident correct predictions (where
-    ``F.binary_cross_entropy_with_logits`` rounds ``log(1 + e^-|x|)``)."""
-    sp_pos, sp_neg = softplus_pair if softplus_pair is not None else (F.softplus(x),
-                                                                      F.softplus(-x))
-    return t * sp_neg + (1 - t) * sp_pos
-
-
-def log_quality_base(x: Tensor, t: Tensor) -> Tensor:
-    """``log|t - sigmoid(x)|`` (the QFL/VFL base), finite except at ``sigmoid(x) == t``.
-
-    ``t - sigmoid(x) = t * sigmoid(-x) - (1 - t) * sigmoid(x)``: a difference of two terms
-    whose logs ``a, b`` are finite, so ``log|e^a - e^b| = max(a, b) + log(-expm1(-|a - b|))``.
-    At ``a == b`` (the cusp ``sigmoid(x) == t``) the result is ``-inf`` (base 0, factor 0) and
-    the gradient there is 0: the ``where`` guards the *input* of ``log(-expm1(.))`` so the
-    masked branch never evaluates ``1/0``.
-    """
-    logsig = F.logsigmoid
-    a = torch.log(t) + logsig(-x)
-    b = torch.log1p(-t) + logsig(x)
-    gap = (a - b).abs()
-    apart = gap > 0
-    safe_gap = torch.where(apart, gap, torch.ones_like(gap))
-    log_abs = torch.maximum(a, b) + torch.log(-torch.expm1(-safe_gap))
-    return torch.where(apart, log_abs, torch.full_like(log_abs, -float('inf')))

@@ -13,7 +13,7 @@ Varifocal Loss (Zhang et al., "VarifocalNet", CVPR 2021, https://arxiv.org/abs/2
 Both modulate by ``|y - sigmoid(x)| ** k``. For k < 1 its slope is infinite where
 ``sigmoid(x) == y``: at a saturated negative (``y = 0``, ``sigmoid(x)`` rounds to 0), and at a
 positive whose prediction hits its quality score exactly. In ``'exact'`` mode the base's log is
-computed without cancellation (:func:`._common.log_quality_base`) and, at the cusp
+computed without cancellation (:func:`.logspace.log_quality_base`) and, at the cusp
 ``sigmoid(x) == y`` itself, the gradient of the modulating factor is defined as 0 - the cusp is
 the term's minimum, and 0 belongs to its subdifferential (a V-shaped minimum like ``|u|`` at 0).
 Away from the cusp the gradient is the true one; it is large but finite close to it.
@@ -29,11 +29,10 @@ from ._common import (
     check_logits,
     check_same_shape,
     compute_dtype,
-    exact_bce_with_logits,
-    log_quality_base,
     reduce,
 )
 from .fused import fused_loss
+from .logspace import exact_bce, log_quality_base
 from .stabilizer import (
     check_eps,
     check_exponent,
@@ -53,14 +52,15 @@ def _quality_factor(x: Tensor, t: Tensor, exponent: float, stabilizer: str, eps:
         return modulating_factor(exponent, stabilizer, eps, base=lambda: (t - x).abs())
     return modulating_factor(exponent, stabilizer, eps,
                              base=lambda: (t - torch.sigmoid(x)).abs(),
-                             log_base=lambda: log_quality_base(x, t))
+                             log_base=lambda: log_quality_base(  # -log(1 - p), -log(p)
+                                 t, -F.logsigmoid(-x), -F.logsigmoid(x)).log_d)
 
 
 def _bce(x: Tensor, t: Tensor, activated: bool, stabilizer: str) -> Tensor:
     if activated:
         return F.binary_cross_entropy(x, t, reduction='none')
-    if stabilizer == 'exact':  # the true loss, to full precision (see exact_bce_with_logits)
-        return exact_bce_with_logits(x, t)
+    if stabilizer == 'exact':  # the true loss, to full precision (see logspace.exact_bce)
+        return exact_bce(t, F.softplus(x), F.softplus(-x))
     return F.binary_cross_entropy_with_logits(x, t, reduction='none')  # mmdet's, verbatim
 
 

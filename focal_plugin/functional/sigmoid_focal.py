@@ -28,10 +28,10 @@ from ._common import (
     check_logits,
     check_same_shape,
     compute_dtype,
-    exact_focal_terms,
     reduce,
 )
 from .fused import fused_loss
+from .logspace import exact_bce, log_one_minus_p_t, signed_logit
 from .stabilizer import (
     check_eps,
     check_exponent,
@@ -115,7 +115,7 @@ def sigmoid_focal_loss(inputs: Tensor,
         # Hard labels: 1 - p_t = sigmoid(-u) and BCE = softplus(-u) with the signed logit
         # u = x for positives, -x for negatives. A handful of element-wise passes, fewer
         # than torchvision's formula.
-        u = torch.where(positive, x, -x)
+        u = signed_logit(x, positive)
         factor = modulating_factor(gamma, stabilizer, eps, base=lambda: torch.sigmoid(-u),
                                    log_base=lambda: -F.softplus(u))
         loss = F.softplus(-u) * factor
@@ -136,8 +136,9 @@ def sigmoid_focal_loss(inputs: Tensor,
     elif stabilizer == 'exact':
         # 'exact' means the true loss: a full-precision cross-entropy goes with the exact
         # factor (torchvision's BCE is off by up to 1% at confident logits, see the helper).
-        ce, log_base = exact_focal_terms(x, t)
-        forms = dict(log_base=lambda: log_base)
+        nll_neg, nll_pos = F.softplus(x), F.softplus(-x)  # -log(1 - p), -log(p)
+        ce = exact_bce(t, nll_neg, nll_pos)
+        forms = dict(log_base=lambda: log_one_minus_p_t(t, nll_neg, nll_pos))
     else:  # 'none' / 'epsilon' are torchvision's formula (+ eps), verbatim
         ce = F.binary_cross_entropy_with_logits(x, t, reduction='none')
         forms = {}

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from focal_plugin.jsonio import json_number
+
 __all__ = ['batch_metainfo', 'to_json_value']
 
 # Keys that identify a sample; listed first in each record when present.
@@ -33,7 +35,7 @@ def to_json_value(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
-        return value if value == value and abs(value) != float('inf') else str(value)
+        return json_number(value)
     if isinstance(value, np.generic):
         return to_json_value(value.item())
     if isinstance(value, (torch.Tensor, np.ndarray)):

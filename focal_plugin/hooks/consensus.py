@@ -13,7 +13,10 @@ from typing import Any
 import torch
 from mmengine import dist
 
-__all__ = ['agree_any', 'agree_any_flags', 'gather_from_ranks', 'rank_and_world']
+from .finite_check import any_nonfinite
+
+__all__ = ['agree_any', 'agree_any_flags', 'agreed_nonfinite', 'gather_from_ranks',
+           'rank_and_world']
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -47,3 +50,8 @@ def gather_from_ranks(obj: Any) -> list[Any]:
     if not dist.is_distributed():
         return [obj]
     return dist.all_gather_object(obj)
+
+
+def agreed_nonfinite(named: list) -> bool:
+    """Agreed across ranks: does any of these ``(name, tensor)`` pairs hold NaN/Inf?"""
+    return agree_any_flags(any_nonfinite([[t for _, t in named]]))[0]

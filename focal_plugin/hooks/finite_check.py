@@ -14,14 +14,17 @@ gradients still multiplied by an AMP loss scale), so a flagged group is confirme
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
+from focal_plugin.jsonio import json_number
+
 __all__ = [
     'any_nonfinite', 'tensor_norms', 'nonfinite_counts', 'norms_by_prefix', 'floating_tensors',
-    'json_number'
+    'zero_nonfinite_',
 ]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -145,15 +148,6 @@ def nonfinite_counts(tensors: Sequence[Tensor]) -> list[tuple[int, int, int]]:
     return counts  # type: ignore[return-value]
 
 
-def json_number(value: float) -> float | str:
-    """JSON has no NaN/Inf: keep finite floats, spell the others as strings."""
-    if value != value:  # NaN
-        return 'nan'
-    if value in (float('inf'), float('-inf')):
-        return 'inf' if value > 0 else '-inf'
-    return float(value)
-
-
 def norms_by_prefix(names: Sequence[str], tensors: Sequence[Tensor]) -> dict[str, dict]:
     """Gradient norm per top-level module (first component of the parameter name).
 
@@ -167,11 +161,21 @@ def norms_by_prefix(names: Sequence[str], tensors: Sequence[Tensor]) -> dict[str
         grouped.setdefault(name.split('.', 1)[0], []).append(norm)
     out = {}
     for prefix, values in grouped.items():
-        finite = [v for v in values if v == v and abs(v) != float('inf')]
+        finite = [v for v in values if math.isfinite(v)]
         total = sum(v * v for v in values)
         out[prefix] = dict(
-            norm=json_number(total**0.5 if total == total else total),
+            norm=json_number(total**0.5 if not math.isnan(total) else total),
             finite_norm=json_number(sum(v * v for v in finite)**0.5),
             nonfinite_tensors=len(values) - len(finite),
             tensors=len(values))
     return out
+
+
+def zero_nonfinite_(tensors: Sequence[Tensor]) -> int:
+    """Set the NaN/Inf entries of ``tensors`` to 0 in place; returns how many there were."""
+    if not tensors:
+        return 0
+    replaced = torch.stack([(~torch.isfinite(t)).sum() for t in tensors]).sum()
+    for tensor in tensors:
+        torch.nan_to_num_(tensor, nan=0.0, posinf=0.0, neginf=0.0)
+    return int(replaced)

@@ -1,4 +1,4 @@
-"""Instance-level method replacement, and the means to end an epoch early.
+"""Instance-level method replacement, the means to end an epoch early, and what to patch.
 
 MMEngine has no hook stage between ``backward`` and ``optimizer.step`` (``update_params`` does
 backward, clip, step and zero_grad inside the model's ``train_step``). The hook therefore
@@ -12,7 +12,11 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-__all__ = ['InstancePatches', 'StopTrainingNow', 'make_epoch_interruptible']
+from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+
+__all__ = ['InstancePatches', 'StopTrainingNow', 'interruptible', 'make_epoch_interruptible',
+           'unwrap_model', 'optim_wrappers']
 
 _MISSING = object()
 
@@ -50,6 +54,19 @@ class StopTrainingNow(Exception):
     ``run_epoch``). Only raised where that patch is installed."""
 
 
+def interruptible(run_epoch: Callable, loop: Any) -> Callable:
+    """``run_epoch`` of ``loop``, ended early (and ``stop_training`` set) by
+    :class:`StopTrainingNow`. The one implementation of "stop now" for every loop here."""
+
+    @functools.wraps(run_epoch)
+    def run_epoch_interruptible(*args, **kwargs):
+        try:
+            return run_epoch(*args, **kwargs)
+        except StopTrainingNow:
+            loop.stop_training = True
+    return run_epoch_interruptible
+
+
 def make_epoch_interruptible(loop: Any, patches: InstancePatches) -> bool:
     """Let :class:`StopTrainingNow` end ``loop``'s current epoch.
 
@@ -62,14 +79,19 @@ def make_epoch_interruptible(loop: Any, patches: InstancePatches) -> bool:
     """
     if not callable(getattr(loop, 'run_epoch', None)):
         return False
-
-    def make(original):
-        def run_epoch_interruptible(*args, **kwargs):
-            try:
-                return original(*args, **kwargs)
-            except StopTrainingNow:
-                loop.stop_training = True
-        return run_epoch_interruptible
-
-    patches.replace(loop, 'run_epoch', make)
+    patches.replace(loop, 'run_epoch', lambda original: interruptible(original, loop))
     return True
+
+
+def unwrap_model(runner) -> Any:
+    """The runner's model without its DDP/FSDP wrapper."""
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
+def optim_wrappers(runner) -> list[tuple[str, Any]]:
+    """``(name, OptimWrapper)`` for each wrapper of the runner (one unnamed, or each of an
+    ``OptimWrapperDict``)."""
+    wrapper = runner.optim_wrapper
+    if isinstance(wrapper, OptimWrapperDict):
+        return list(wrapper.items())
+    return [('', wrapper)] if isinstance(wrapper, OptimWrapper) else []

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from mmengine.optim import OptimWrapperDict
 from torch import Tensor, nn
 
-from .finite_check import json_number
+from focal_plugin.jsonio import json_number
 
-__all__ = ['localize_nonfinite']
+__all__ = ['localize_nonfinite', 'localize_window']
 
 _MAX_LISTED = 10
 
@@ -158,3 +159,21 @@ def localize_nonfinite(model: nn.Module, data_batch: Any,
         result['conclusion'] = _interpret(result['forward'], result['backward'],
                                           isinstance(result['loss'], float))
     return result
+
+
+def localize_window(model: nn.Module, optim_wrapper: Any, records: list[dict]) -> dict:
+    """Replay every batch of an accumulation window (``records`` of ``iter``/``data_batch``)
+    and return the first result that names a module (else the first result).
+
+    Every rank replays every batch (no early exit), so SyncBN-style collectives inside the
+    forward stay in lockstep across ranks. The wrapper's ``optim_context`` (autocast) is used
+    unless it is an ``OptimWrapperDict`` (no single context)."""
+    results = []
+    for record in records:
+        context = (optim_wrapper.optim_context(model)
+                   if not isinstance(optim_wrapper, OptimWrapperDict) else None)
+        result = localize_nonfinite(model, record.get('data_batch'), context)
+        result['iter'] = record['iter'] + 1
+        results.append(result)
+    found = [r for r in results if r.get('forward') or r.get('backward')]
+    return (found or results)[0] if results else {}

@@ -13,13 +13,20 @@ An *event* is a plain dict assembled by the hook (see ``docs/hook.md`` for the f
 from __future__ import annotations
 
 import json
-import os
+import logging
 import os.path as osp
 from typing import Any
 
-from .finite_check import json_number
+from focal_plugin.jsonio import write_json
 
-__all__ = ['format_event', 'format_counters', 'JsonReport', 'KIND_TEXT', 'ACTION_TEXT']
+from .policy import COUNTERS, Action
+
+__all__ = ['format_event', 'format_counters', 'log_summary', 'JsonReport', 'KIND_TEXT',
+           'ACTION_TEXT']
+
+# Full multi-line summaries for the first few events, one line after that, then 1 in 100.
+FULL_SUMMARIES = 3
+LINE_SUMMARIES = 20
 
 KIND_TEXT = {
     'gradient': 'non-finite gradients',
@@ -44,9 +51,7 @@ _TENSOR_WHAT = {
 
 
 def format_counters(counters: dict) -> str:
-    return ('events={events} skipped={skipped} sanitized={sanitized} warned={warned} '
-            'amp_overflow={amp_overflow} escalations={escalations} '
-            'refused_checkpoints={refused_checkpoints}').format(**counters)
+    return ' '.join(f'{key}={counters[key]}' for key in COUNTERS)
 
 
 def _batch_text(batch: list[dict], limit: int) -> str:
@@ -134,15 +139,22 @@ def format_event(event: dict, counters: dict, report_path: str | None,
     return '\n'.join(lines)
 
 
-def _json_ready(obj: Any) -> Any:
-    """Recursively replace NaN/Inf floats (invalid JSON) by strings."""
-    if isinstance(obj, float):
-        return json_number(obj)
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    return obj
+def log_summary(event: dict, counters: dict, reported: int, report_path: str | None,
+                max_listed: int) -> tuple[str, int] | None:
+    """What to log for an event, and at which level, or None (a long run of events is
+    summarised, not listed): in full for the first ``FULL_SUMMARIES`` reported events and for
+    every serious or escalated one; one line up to the ``LINE_SUMMARIES``-th event, then one
+    in 100. ``reported``: events in the report so far, this one included."""
+    action = Action(event['action'])
+    index = counters['events']
+    if reported <= FULL_SUMMARIES or action.is_serious or event.get('escalated'):
+        text = format_event(event, counters, report_path, max_listed)
+    elif index <= LINE_SUMMARIES or index % 100 == 0:
+        text = (format_event(event, counters, None, 3).split('\n')[0]
+                + f'; totals: {format_counters(counters)}')
+    else:
+        return None
+    return text, logging.ERROR if action.is_serious else logging.WARNING
 
 
 class JsonReport:
@@ -193,10 +205,5 @@ class JsonReport:
     def write(self, counters: dict, **fields: Any) -> None:
         self.data['counters'] = dict(counters)
         self.data.update(fields)
-        if not self.enabled:
-            return
-        os.makedirs(osp.dirname(osp.abspath(self.path)), exist_ok=True)
-        tmp = f'{self.path}.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(_json_ready(self.data), f, indent=2, allow_nan=False)
-        os.replace(tmp, self.path)
+        if self.enabled:
+            write_json(self.path, self.data, indent=2, strict=True)

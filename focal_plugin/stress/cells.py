@@ -17,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from focal_plugin.jsonio import write_json
+
 RECORD_FILE = 'divergence.json'  # written by DivergenceRecorderHook
 CELL_FILE = 'sweep_cell.json'  # written here: command, exit code, wall time per leg
 FINISHED = ('completed', 'diverged')
@@ -54,14 +56,6 @@ def log_tail(path, lines=15):
             return ''.join(f.readlines()[-lines:])
     except OSError:
         return ''
-
-
-def write_json(path, data):
-    """Write atomically: a snapshot copied or committed mid-write is never half a file."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 class Snapshot:

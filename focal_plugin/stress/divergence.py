@@ -9,8 +9,8 @@ Who detects the failure:
 
 * With a ``GradientSanitizerHook(policy='stop')`` on the runner (as in the stress configs),
   that hook is the detector: it audits the gradients before ``optimizer.step``, does not apply
-  the non-finite update and stops training. This hook then copies the first event (epoch,
-  iteration, kind) from the sanitizer's JSON report and does no checking of its own.
+  the non-finite update and stops training. This hook then copies the sanitizer's first event
+  (epoch, iteration, kind) and does no checking of its own.
 * Without one, this hook checks after every iteration. The original focal loss with
   0 < gamma < 1 has a *finite* loss but a NaN gradient once a logit saturates, and
   ``optimizer.step()`` then writes NaN into the weights; so it checks the loss and the
@@ -20,7 +20,6 @@ Who detects the failure:
 """
 import json
 import math
-import os
 import os.path as osp
 
 import torch
@@ -30,6 +29,8 @@ from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
 from focal_plugin.hooks import GradientSanitizerHook
+from focal_plugin.hooks.interception import StopTrainingNow, interruptible
+from focal_plugin.jsonio import write_json
 from focal_plugin.registry import register_hook
 
 __all__ = ['DivergenceRecorderHook', 'InterruptibleEpochBasedTrainLoop', 'read_divergence']
@@ -57,13 +58,10 @@ def read_divergence(work_dir: str, file_name: str = RESULT_FILE):
         return json.load(f)
 
 
-def _stopping_sanitizer_report(runner):
-    """The JSON report of the runner's GradientSanitizerHook with policy 'stop', if any."""
-    for hook in runner.hooks:
-        if isinstance(hook, GradientSanitizerHook) and hook.policy == 'stop' \
-                and hook.report_file:
-            return osp.join(runner.work_dir, hook.report_file)
-    return None
+def _stopping_sanitizer(runner):
+    """The runner's GradientSanitizerHook with policy 'stop', if any."""
+    return next((hook for hook in runner.hooks if isinstance(hook, GradientSanitizerHook)
+                 and hook.policy == 'stop'), None)
 
 
 @register_hook
@@ -94,18 +92,15 @@ class DivergenceRecorderHook(Hook):
         self.record = None
         self._epoch_sums = None
         self._epoch_extremes = {}
-        self._sanitizer_report = None
+        self._sanitizer = None
         self._last_finite_loss = None
 
     # ------------------------------------------------------------------ recording helpers
     def _write(self, runner):
         if not is_main_process():
             return
-        path = osp.join(runner.work_dir, self.file_name)
-        tmp = f'{path}.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(self.record, f, indent=1)
-        os.replace(tmp, path)  # readers (the sweep) never see a half-written file
+        # atomically: readers (the sweep) never see a half-written file
+        write_json(osp.join(runner.work_dir, self.file_name), self.record)
 
     def _new_record(self, runner):
         loop = runner.train_loop
@@ -123,7 +118,7 @@ class DivergenceRecorderHook(Hook):
             self.record = self._new_record(runner)
         self.record['max_epochs'] = runner.train_loop.max_epochs  # a resume may extend it
         self.record['status'] = 'running'
-        self._sanitizer_report = _stopping_sanitizer_report(runner)
+        self._sanitizer = _stopping_sanitizer(runner)
 
     def before_train_epoch(self, runner):
         self._epoch_sums = dict(loss=0.0, acc=0.0, count=0)
@@ -157,7 +152,7 @@ class DivergenceRecorderHook(Hook):
             runner.train_loop.stop_training = True
 
     def _failure_reason(self, runner, loss_finite):
-        if self._sanitizer_report is not None:
+        if self._sanitizer is not None:
             return None  # the sanitizer detects, and stops before the update lands
         if not loss_finite:
             return 'non-finite loss'
@@ -177,14 +172,10 @@ class DivergenceRecorderHook(Hook):
                               for key, value in self._epoch_extremes.items()}))
 
     def _take_sanitizer_stop(self, runner):
-        """Copy the stop of a GradientSanitizerHook (policy 'stop') from its report."""
-        report = None
-        if self._sanitizer_report and osp.isfile(self._sanitizer_report):
-            with open(self._sanitizer_report) as f:
-                report = json.load(f)
-        if not report or report.get('status') != 'stopped' or not report.get('first_event'):
+        """Copy the stop of the GradientSanitizerHook (policy 'stop'): its first event."""
+        event = self._sanitizer.first_event
+        if not self._sanitizer.stopped or event is None:
             return
-        event = report['first_event']
         self._record_failure(runner, event['epoch'], event['iter'],
                              f"GradientSanitizerHook: {event['kind']} ({event['action']})")
 
@@ -208,7 +199,7 @@ class DivergenceRecorderHook(Hook):
             self._write(runner)
 
     def after_train(self, runner):
-        if self.record['nonfinite'] is None and self._sanitizer_report is not None:
+        if self.record['nonfinite'] is None and self._sanitizer is not None:
             self._take_sanitizer_stop(runner)
         if self.record['nonfinite'] is None:
             self.record['status'] = 'completed'
@@ -225,18 +216,17 @@ class DivergenceRecorderHook(Hook):
 @LOOPS.register_module()
 class InterruptibleEpochBasedTrainLoop(EpochBasedTrainLoop):
     """MMEngine's epoch loop, except that ``stop_training`` set during an iteration (by
-    :class:`DivergenceRecorderHook`, for one) ends the epoch at once instead of after its
-    remaining iterations, which would only push NaN through the network. The interrupted
-    epoch is not completed: no ``after_train_epoch`` (so no ``epoch_N.pth`` of a partial,
-    non-finite epoch), and ``runner.epoch`` stays at it; ``after_train`` still runs.
-    (``GradientSanitizerHook`` ends epochs early on its own, by the same rule.)"""
+    :class:`DivergenceRecorderHook`, for one) ends the epoch once that iteration's hooks have
+    run, instead of after the epoch's remaining iterations, which would only push NaN through
+    the network. The interrupted epoch is not completed: no ``after_train_epoch`` (so no
+    ``epoch_N.pth`` of a partial, non-finite epoch), and ``runner.epoch`` stays at it;
+    ``after_train`` still runs. The same mechanism as ``GradientSanitizerHook``'s stop
+    (:func:`focal_plugin.hooks.interception.interruptible`)."""
 
     def run_epoch(self) -> None:
-        self.runner.call_hook('before_train_epoch')
-        self.runner.model.train()
-        for idx, data_batch in enumerate(self.dataloader):
-            self.run_iter(idx, data_batch)
-            if self.stop_training:
-                return
-        self.runner.call_hook('after_train_epoch')
-        self._epoch += 1
+        interruptible(super().run_epoch, self)()
+
+    def run_iter(self, idx, data_batch) -> None:
+        super().run_iter(idx, data_batch)
+        if self.stop_training:
+            raise StopTrainingNow()

@@ -7,7 +7,14 @@ import torch
 from conftest import GAMMAS, SATURATING_LOGITS
 from reference import focal_elem, map_elements, quality_elem, varifocal_elem
 
-from focal_plugin.functional import fused, quality_focal_loss, sigmoid_focal_loss, varifocal_loss
+from focal_plugin.functional import (
+    compile_backend,
+    fused,
+    quality_focal_loss,
+    sigmoid_focal_loss,
+    varifocal_loss,
+)
+from focal_plugin.functional.fused_kernels import KERNELS
 
 FUSED = ['eager', 'compile']
 
@@ -133,8 +140,8 @@ def test_no_grad_runs_the_loss_only_kernel(backend):
     t = torch.rand(40, 3) > 0.5
     with torch.no_grad():
         kernel = fused.fused_kernel(x, t)
-        assert kernel is fused._COMPILED.get(('hard_loss', torch.float32, 'cpu'), True) \
-            if backend == 'compile' else kernel is fused._EAGER['hard_loss']
+        assert kernel is compile_backend._COMPILED.get(('hard_loss', torch.float32, 'cpu'), True) \
+            if backend == 'compile' else kernel is KERNELS['hard_loss']
         loss = sigmoid_focal_loss(x, t, gamma=0.5)
     ref, _ = run(x.detach(), t, 'off', gamma=0.5)
     torch.testing.assert_close(loss, ref)
@@ -146,10 +153,10 @@ def test_backend_dispatch():
     before = fused.get_fused_backend()
     fused.set_fused_backend('eager')
     try:
-        assert fused.fused_kernel(x, hard) is fused._EAGER['hard_loss_and_grad']
-        assert fused.fused_kernel(x, hard, summed=True) is fused._EAGER['hard_loss_sum_and_grad']
-        assert fused.fused_kernel(x, soft) is fused._EAGER['soft_loss_and_grad']
-        assert fused.fused_kernel(x.detach(), hard) is fused._EAGER['hard_loss']
+        assert fused.fused_kernel(x, hard) is KERNELS['hard_loss_and_grad']
+        assert fused.fused_kernel(x, hard, summed=True) is KERNELS['hard_loss_sum_and_grad']
+        assert fused.fused_kernel(x, soft) is KERNELS['soft_loss_and_grad']
+        assert fused.fused_kernel(x.detach(), hard) is KERNELS['hard_loss']
         assert fused.fused_kernel(x.half(), hard) is None  # the caller upcasts first
         assert fused.fused_kernel(x, soft.requires_grad_(True)) is None
         fused.set_fused_backend('off')
@@ -169,7 +176,7 @@ def test_grad_through_targets_uses_the_reference():
 def test_unknown_backend_is_rejected(monkeypatch):
     with pytest.raises(ValueError, match='backend'):
         fused.set_fused_backend('fast')
-    monkeypatch.setattr(fused, '_backend', 'fast')  # as if set through FOCAL_PLUGIN_FUSED
+    monkeypatch.setattr(compile_backend, '_backend', 'fast')  # as if set through FOCAL_PLUGIN_FUSED
     with pytest.raises(ValueError, match='FOCAL_PLUGIN_FUSED'):
         sigmoid_focal_loss(torch.zeros(2), torch.ones(2))
 
@@ -178,7 +185,7 @@ def test_compiled_kernels_do_not_recompile_per_shape():
     from torch._dynamo.utils import counters
     fused.warm_up(torch.float32)
     graphs = counters['stats']['unique_graphs']
-    assert graphs >= len(fused._EAGER)  # the counter does count our kernels
+    assert graphs >= len(KERNELS)  # the counter does count our kernels
     for n in (13, 1000, 4567, 120 * 80):  # anchor counts vary from batch to batch
         x = torch.randn(n, 5)
         for reduction in ('none', 'sum'):  # element-wise and summed kernels
@@ -192,9 +199,9 @@ def test_compiled_kernels_do_not_recompile_per_shape():
 def test_auto_serves_the_reference_until_compiled_in_background(monkeypatch):
     """'auto' never blocks on the compiler: the first call runs the autograd reference and
     queues the compilation; once the worker is done the compiled kernels serve."""
-    compiler = fused._CompiledKernels()
-    monkeypatch.setattr(fused, '_COMPILED', compiler)
-    monkeypatch.setattr(fused, '_backend', 'auto')
+    compiler = compile_backend.CompiledKernels()
+    monkeypatch.setattr(compile_backend, '_COMPILED', compiler)
+    monkeypatch.setattr(compile_backend, '_backend', 'auto')
     x, t = torch.randn(30, 4), torch.rand(30, 4) > 0.7
     x.requires_grad_(True)
     assert fused.fused_kernel(x, t) is None  # not compiled yet: the reference
@@ -365,9 +372,9 @@ def test_qfl_vfl_reduced_in_the_kernel(backend, reduction, loss_fn, kwargs):
 
 
 def test_compiler_failure_falls_back_to_the_reference(monkeypatch, caplog):
-    compiler = fused._CompiledKernels()
-    monkeypatch.setattr(fused, '_COMPILED', compiler)
-    monkeypatch.setattr(fused, '_backend', 'compile')
+    compiler = compile_backend.CompiledKernels()
+    monkeypatch.setattr(compile_backend, '_COMPILED', compiler)
+    monkeypatch.setattr(compile_backend, '_backend', 'compile')
 
     def broken_compile(*args, **kwargs):
         raise RuntimeError('no C++ compiler')
@@ -382,3 +389,25 @@ def test_compiler_failure_falls_back_to_the_reference(monkeypatch, caplog):
     ref_loss, ref_grad = run(x, t, 'off', gamma=0.5)
     torch.testing.assert_close(loss, ref_loss)
     torch.testing.assert_close(grad, ref_grad)
+
+
+def test_exit_during_a_background_compilation_is_clean(tmp_path):
+    """'auto' starts compiling in a daemon thread; a script that ends at once must exit 0,
+    without a crash or a spurious 'compiling failed' warning (no private threading API)."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / 'short_script.py'
+    script.write_text(
+        'import torch\n'
+        'from focal_plugin.functional import compile_backend, sigmoid_focal_loss\n'
+        "compile_backend.set_fused_backend('auto')\n"
+        'x = torch.randn(100, requires_grad=True)\n'
+        'sigmoid_focal_loss(x, torch.rand(100) > 0.5, gamma=0.5, reduction="sum").backward()\n'
+        'assert compile_backend._COMPILED.worker is not None\n'
+        "print('done', flush=True)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == 'done'
+    assert 'Fatal' not in out.stderr and 'compiling the fused' not in out.stderr, out.stderr

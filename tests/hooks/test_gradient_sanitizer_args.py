@@ -39,7 +39,8 @@ def test_registered_in_root_hooks_and_built_from_config():
     hook = HOOKS.build(dict(type='GradientSanitizerHook', policy='sanitize', interval=3,
                             max_consecutive=None))
     assert isinstance(hook, GradientSanitizerHook)
-    assert (hook.policy, hook.interval, hook.max_consecutive) == ('sanitize', 3, None)
+    options = hook.options
+    assert (hook.policy, options.interval, options.max_consecutive) == ('sanitize', 3, None)
     # found from a downstream scope too (mmdet configs use default_scope='mmdet')
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmdet'):

@@ -1,0 +1,151 @@
+"""How the fused kernels run: the backend switch and the (background) compile cache.
+
+Backends (``FOCAL_PLUGIN_FUSED`` environment variable, or :func:`set_fused_backend`):
+
+- ``'auto'`` (default): the first call starts compiling its kernel with
+  ``torch.compile(dynamic=True)`` in a background thread and, until it is ready, the autograd
+  reference runs (no first-call stall; the switch happens at a time-dependent step, so runs are
+  not bit-reproducible: use ``'compile'`` or ``'off'`` for that). One compiled kernel serves
+  every shape (it sees 1-D tensors of symbolic length), so varying anchor counts never
+  recompile. If compilation fails (e.g. no C++ compiler), a warning is logged once and the
+  reference stays.
+- ``'compile'``: compile synchronously on first use (benchmarks, tests).
+- ``'eager'``: the same kernels without compilation: the same memory saving, but slower than
+  the reference on CPU (each op makes its own pass over memory).
+- ``'off'``: always the autograd reference.
+
+Interpreter exit and a compilation in flight: the worker is a daemon thread (a training
+script must not hang on it), and an ``atexit`` handler waits for the compilation it is
+running (a daemon thread killed inside the compiler can abort the process). ``atexit`` runs
+after ``threading``'s shutdown has closed the compiler's thread pools, so a compilation still
+running then fails; Python's only earlier exit hook is the private
+``threading._register_atexit``. Instead of reaching for it, a failure is *reported by the next
+caller* (the training thread, on its next loss call), never by the worker: a compilation that
+fails because the interpreter is exiting has no next caller and stays silent.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from .fused_kernels import KERNELS, sample_args
+
+__all__ = ['BACKENDS', 'set_fused_backend', 'get_fused_backend', 'compiled_kernel', 'warm_up']
+
+BACKENDS = ('auto', 'compile', 'eager', 'off')
+_logger = logging.getLogger(__name__)
+
+
+class CompiledKernels:
+    """Compiled kernels, each built once per (name, dtype, device type) and only when first
+    needed. Non-blocking requests are compiled one after another by a worker thread that ends
+    when its queue is empty; a failure is logged once, by the first caller that meets it."""
+
+    def __init__(self) -> None:
+        self.ready: Dict[tuple, Callable] = {}
+        self.queued: set = set()
+        self.todo: List[tuple] = []
+        self.worker: Optional[threading.Thread] = None
+        self.failed: Optional[str] = None
+        self.closing = False
+        self.lock = threading.Lock()
+        self._exit_registered = False
+        self._reported = False
+
+    def get(self, key: tuple, block: bool) -> Optional[Callable]:
+        fn = self.ready.get(key)
+        if fn is None and self.failed is None and block:
+            self._build(key)
+            fn = self.ready.get(key)
+        if fn is not None or self.failed is not None:
+            self._report_failure()
+            return fn
+        with self.lock:
+            if key not in self.queued:
+                self.queued.add(key)
+                self.todo.append(key)
+                if self.worker is None and not self.closing:
+                    self.worker = threading.Thread(target=self._work, name='focal-compile',
+                                                   daemon=True)
+                    self.worker.start()
+                    if not self._exit_registered:
+                        atexit.register(self.close)
+                        self._exit_registered = True
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                if not self.todo or self.failed is not None or self.closing:
+                    self.worker = None
+                    return
+                key = self.todo.pop(0)
+            self._build(key)
+
+    def _build(self, key: tuple) -> None:
+        if key in self.ready:
+            return
+        name, dtype, device = key
+        try:
+            compiled = torch.compile(KERNELS[name], dynamic=True)
+            with torch.no_grad():  # as inside autograd.Function.forward: same guards
+                # compile now, for small and large inputs: the summed kernels get a
+                # different reduction strategy (and a size guard) below 4097 elements
+                for n in (37, 8191):
+                    compiled(*sample_args(name, dtype, device, n))
+            self.ready[key] = compiled
+        except Exception as err:  # no C++ compiler, unsupported platform, exit, ...
+            if not self.closing:
+                self.failed = f'{type(err).__name__}: {err}'
+
+    def _report_failure(self) -> None:
+        if self.failed is None or self._reported:
+            return
+        self._reported = True
+        _logger.warning('focal_plugin: compiling the fused focal-loss kernels failed (%s); '
+                        "the 'exact' sigmoid focal loss, QFL and VFL keep their autograd "
+                        'formulations', self.failed)
+
+    def close(self) -> None:
+        """Drop the queue and wait for the compilation in flight (the ``atexit`` handler)."""
+        self.closing = True
+        worker = self.worker
+        if worker is not None:
+            worker.join()
+
+
+_COMPILED = CompiledKernels()
+_backend = os.environ.get('FOCAL_PLUGIN_FUSED', 'auto')
+
+
+def set_fused_backend(backend: str) -> None:
+    """Choose how the ``'exact'`` sigmoid focal loss, QFL and VFL run (see the module
+    docstring)."""
+    global _backend
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    _backend = backend
+
+
+def get_fused_backend() -> str:
+    if _backend not in BACKENDS:
+        raise ValueError(f'FOCAL_PLUGIN_FUSED must be one of {BACKENDS}, got {_backend!r}')
+    return _backend
+
+
+def compiled_kernel(name: str, dtype: torch.dtype, device_type: str,
+                    block: bool) -> Optional[Callable]:
+    """The compiled kernel ``name``, or None while (``block=False``) it is being compiled or
+    after compilation failed."""
+    return _COMPILED.get((name, dtype, device_type), block)
+
+
+def warm_up(dtype: torch.dtype = torch.float32, device: str = 'cpu') -> None:
+    """Compile every fused kernel for ``dtype``/``device`` now (blocking)."""
+    for name in KERNELS:
+        compiled_kernel(name, dtype, torch.device(device).type, block=True)

@@ -1,0 +1,82 @@
+"""Log-space building blocks of the ``'exact'`` stabilizer: the one home of the formulas.
+
+With ``p = sigmoid(x)`` every focal-family loss on logits is built from two non-negative
+numbers, the *negative log-likelihoods* of the two classes::
+
+    nll_neg = -log(1 - p) = softplus(x),    nll_pos = -log(p) = softplus(-x)
+
+Each function here takes that pair (not the logits), so the two callers compute it their
+own way and share everything after it:
+
+- the autograd formulations (:mod:`.sigmoid_focal`, :mod:`.generalized_focal`) pass
+  ``F.softplus`` / ``F.logsigmoid`` values, whose backward autograd knows;
+- the fused kernels (:mod:`.fused_kernels`) pass :func:`softplus_pair`, one ``exp`` and one
+  ``log1p`` for both, and write the derivative out themselves.
+
+Every result is finite (or an exact ``-inf`` where the true value is ``log 0``) for every
+finite logit: nothing is computed as ``1 - (something close to 1)``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ['softplus_pair', 'signed_logit', 'exact_bce', 'log_one_minus_p_t',
+           'LogQualityBase', 'log_quality_base']
+
+
+def softplus_pair(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(softplus(x), softplus(-x), exp(-|x|))`` from one exp and one log1p:
+    ``softplus(+-x) = relu(+-x) + log1p(exp(-|x|))``. The third value is returned because the
+    kernels build ``sigmoid(+-x)`` from it."""
+    e = torch.exp(-x.abs())
+    log1p_e = torch.log1p(e)
+    return torch.relu(x) + log1p_e, torch.relu(-x) + log1p_e, e
+
+
+def signed_logit(x: Tensor, positive: Tensor) -> Tensor:
+    """``u = (2t - 1) x`` for a bool mask ``t`` of positives. Hard targets need nothing else:
+    ``log(1 - p_t) = -softplus(u)`` and ``BCE(x, t) = softplus(-u)``."""
+    return torch.where(positive, x, -x)
+
+
+def exact_bce(t: Tensor, nll_neg: Tensor, nll_pos: Tensor) -> Tensor:
+    """``BCE(x, t) = t * softplus(-x) + (1 - t) * softplus(x)``: a sum of two non-negative
+    terms, so full relative precision even for confident correct predictions (where
+    ``F.binary_cross_entropy_with_logits`` rounds ``log(1 + e^-|x|)`` and loses up to 1%)."""
+    return t * nll_pos + (1 - t) * nll_neg
+
+
+def log_one_minus_p_t(t: Tensor, nll_neg: Tensor, nll_pos: Tensor) -> Tensor:
+    """``log(1 - p_t)`` for soft targets: ``1 - p_t = t (1 - p) + (1 - t) p`` is a sum of two
+    non-negative terms, taken as a ``logaddexp`` of their logs, so it never rounds to
+    ``log 0`` where ``1 - p_t`` is merely tiny."""
+    return torch.logaddexp(torch.log(t) - nll_neg, torch.log1p(-t) - nll_pos)
+
+
+class LogQualityBase(NamedTuple):
+    """``log|t - p|`` (``-inf`` exactly at the cusp ``p == t``), the mask ``apart`` of
+    elements off the cusp, and ``p_above`` (``p > t``, the sign of ``p - t``)."""
+    log_d: Tensor
+    apart: Tensor
+    p_above: Tensor
+
+
+def log_quality_base(t: Tensor, nll_neg: Tensor, nll_pos: Tensor) -> LogQualityBase:
+    """``log|t - sigmoid(x)|``, the QFL/VFL base, without cancellation.
+
+    ``t - p = t (1 - p) - (1 - t) p`` is a difference of two terms whose logs ``a, b`` are
+    finite, so ``log|e^a - e^b| = max(a, b) + log(-expm1(-|a - b|))``. At ``a == b`` (the cusp
+    ``p == t``) the value is ``-inf`` (base 0, so factor 0) and its gradient is 0: the
+    ``where`` guards the *input* of ``log(-expm1(.))``, so the masked branch never evaluates
+    ``1/0`` (the "double where")."""
+    a = torch.log(t) - nll_neg       # log(t (1 - p))
+    b = torch.log1p(-t) - nll_pos    # log((1 - t) p)
+    gap = (a - b).abs()
+    apart = gap > 0
+    safe_gap = torch.where(apart, gap, torch.ones_like(gap))
+    log_d = torch.maximum(a, b) + torch.log(-torch.expm1(-safe_gap))
+    return LogQualityBase(torch.where(apart, log_d, torch.full_like(log_d, -float('inf'))),
+                          apart, b > a)

@@ -1,14 +1,19 @@
 """No checkpoint of a non-finite model: the guard around ``CheckpointHook``'s saves.
 
-Why not only MMEngine's public ``before_save_checkpoint`` stage: ``Runner.save_checkpoint`` is
-``@master_only``, so that stage runs on rank 0 alone. A refusal there cannot be agreed across
-ranks (a collective on one rank deadlocks), and its only veto is an exception, which ends
-training even under ``policy='warn'``. The guard therefore wraps ``CheckpointHook``'s two save
-methods on the hook *instance* (undone after training): they run on every rank, before the
-hook writes ``last_checkpoint`` or deletes old checkpoints (``max_keep_ckpts``), so a refusal
-leaves everything on disk as it was and every rank takes the same decision.
-``before_save_checkpoint`` remains the last line of defence for saves that bypass
-``CheckpointHook`` (:func:`check_checkpoint`).
+Why not only MMEngine's public ``before_save_checkpoint`` stage (mmengine 0.10):
+
+- ``CheckpointHook._save_checkpoint_with_step`` deletes the oldest checkpoint (``max_keep_ckpts``)
+  and points the MessageHub's ``last_ckpt`` at the new file *before* it calls
+  ``Runner.save_checkpoint``; a refusal inside that stage comes after a good checkpoint is gone.
+- ``Runner.save_checkpoint`` is ``@master_only``: the stage runs on rank 0 alone, so a refusal
+  there cannot be agreed across ranks (a collective on one rank deadlocks), and its only veto
+  is an exception, which ends training even under ``policy='warn'``.
+
+The guard therefore wraps ``CheckpointHook``'s two save methods on the hook *instance* (undone
+after training): they run on every rank and before anything is touched, so a refusal leaves
+every file as it was and every rank takes the same decision. ``before_save_checkpoint``
+remains the last line of defence for saves that bypass ``CheckpointHook``
+(:func:`check_checkpoint`).
 """
 from __future__ import annotations
 

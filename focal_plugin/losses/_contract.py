@@ -13,8 +13,10 @@ from typing import Optional
 from mmdet.models.losses.utils import weight_reduce_loss
 from torch import Tensor
 
+from focal_plugin.functional.stabilizer import check_eps, check_reduction, check_stabilizer
+
 __all__ = ['resolve_reduction', 'weighted_reduce', 'check_loss_weight',
-           'InvalidReductionError']
+           'set_common_arguments', 'InvalidReductionError']
 
 
 class InvalidReductionError(ValueError, AssertionError):
@@ -36,6 +38,16 @@ def check_loss_weight(loss_weight: float) -> float:
     if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)):
         raise TypeError(f'loss_weight must be a real number, got {type(loss_weight).__name__}')
     return float(loss_weight)
+
+
+def set_common_arguments(module, reduction: str, loss_weight: float, stabilizer: str,
+                         eps: float) -> None:
+    """The arguments every loss module takes, checked by the functional rules when the model
+    is built (a bad config fails there, with the same message a bad call would give)."""
+    module.reduction = check_reduction(reduction)
+    module.loss_weight = check_loss_weight(loss_weight)
+    module.stabilizer = check_stabilizer(stabilizer)
+    module.eps = check_eps(eps)
 
 
 def _match_weight(weight: Tensor, loss: Tensor) -> Tensor:

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from ..functional import sigmoid_focal_loss, softmax_focal_loss
 from ..functional._common import check_alpha
-from ..functional.stabilizer import check_eps, check_exponent, check_reduction, check_stabilizer
+from ..functional.stabilizer import check_exponent
 from ..registry import register_model
-from ._contract import check_loss_weight, resolve_reduction, weighted_reduce
+from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
 
 __all__ = ['StableFocalLoss', 'StableSoftmaxFocalLoss']
 
@@ -68,11 +68,8 @@ class StableFocalLoss(nn.Module):
         self.use_sigmoid = True
         self.gamma = check_exponent(gamma, 'gamma')
         self.alpha = check_alpha(alpha)
-        self.reduction = check_reduction(reduction)
-        self.loss_weight = check_loss_weight(loss_weight)
         self.activated = bool(activated)
-        self.stabilizer = check_stabilizer(stabilizer)
-        self.eps = check_eps(eps)
+        set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,
                 pred: Tensor,
@@ -135,10 +132,7 @@ class StableSoftmaxFocalLoss(nn.Module):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}')
         self.label_smoothing = float(label_smoothing)
-        self.reduction = check_reduction(reduction)
-        self.loss_weight = check_loss_weight(loss_weight)
-        self.stabilizer = check_stabilizer(stabilizer)
-        self.eps = check_eps(eps)
+        set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,
                 pred: Tensor,

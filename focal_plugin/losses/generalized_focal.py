@@ -8,9 +8,9 @@ from torch import Tensor
 
 from ..functional import quality_focal_loss, varifocal_loss
 from ..functional._common import check_alpha
-from ..functional.stabilizer import check_eps, check_exponent, check_reduction, check_stabilizer
+from ..functional.stabilizer import check_exponent
 from ..registry import register_model
-from ._contract import check_loss_weight, resolve_reduction, weighted_reduce
+from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
 
 __all__ = ['StableQualityFocalLoss', 'StableVarifocalLoss']
 
@@ -57,11 +57,8 @@ class StableQualityFocalLoss(nn.Module):
             raise ValueError('use_sigmoid must be True: only sigmoid QFL is supported')
         self.use_sigmoid = True
         self.beta = check_exponent(beta, 'beta')
-        self.reduction = check_reduction(reduction)
-        self.loss_weight = check_loss_weight(loss_weight)
         self.activated = bool(activated)
-        self.stabilizer = check_stabilizer(stabilizer)
-        self.eps = check_eps(eps)
+        set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,
                 pred: Tensor,
@@ -99,10 +96,7 @@ class StableVarifocalLoss(nn.Module):
         self.alpha = check_alpha(alpha, allow_disabled=False)
         self.gamma = check_exponent(gamma, 'gamma')
         self.iou_weighted = bool(iou_weighted)
-        self.reduction = check_reduction(reduction)
-        self.loss_weight = check_loss_weight(loss_weight)
-        self.stabilizer = check_stabilizer(stabilizer)
-        self.eps = check_eps(eps)
+        set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,
                 pred: Tensor,

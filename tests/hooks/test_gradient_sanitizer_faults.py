@@ -192,6 +192,18 @@ def test_nan_written_into_the_weights_is_never_checkpointed(work_dir):
     assert report['last_good_checkpoint'] == osp.join(work_dir, 'iter_2.pth')
 
 
+def test_a_refused_save_deletes_no_good_checkpoint(work_dir):
+    # max_keep_ckpts=1: CheckpointHook deletes iter_2.pth *before* Runner.save_checkpoint (and
+    # so before the public before_save_checkpoint stage) when it saves iter_4.pth; the guard
+    # refuses ahead of that, so the last good checkpoint survives
+    runner = make_runner(work_dir, hook_cfg(policy='skip'), max_iters=12, checkpoint_interval=2,
+                         max_keep_ckpts=1, extra_hooks=(FaultInjectionHook({3: 'param_nan'}),))
+    runner.train()
+    assert [osp.basename(p) for p in checkpoints(work_dir)] == ['iter_2.pth']
+    assert checkpoint_is_finite(osp.join(work_dir, 'iter_2.pth'))
+    assert read_report(work_dir)['last_good_checkpoint'] == osp.join(work_dir, 'iter_2.pth')
+
+
 def test_check_params_catches_corruption_that_bypasses_gradients(work_dir):
     runner = make_runner(work_dir, hook_cfg(policy='skip', check_params=True), max_iters=12,
                          checkpoint_interval=3,

@@ -24,23 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import (
-    check_alpha,
-    check_logits,
-    check_same_shape,
-    compute_dtype,
-    reduce,
-)
+from ._common import compute_dtype, reduce
 from .fused import fused_loss
 from .logspace import exact_bce, log_quality_base
-from .stabilizer import (
+from .stabilizer import modulating_factor
+from .targets import check_probability_targets
+from .validation import (
+    check_alpha,
     check_eps,
     check_exponent,
+    check_logits,
     check_reduction,
+    check_same_shape,
     check_stabilizer,
-    modulating_factor,
 )
-from .targets import check_probability_targets
 
 __all__ = ['quality_focal_loss', 'varifocal_loss']
 

@@ -20,14 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import check_logits, compute_dtype, reduce
-from .stabilizer import (
-    check_eps,
-    check_exponent,
-    check_reduction,
-    check_stabilizer,
-    modulating_factor,
-)
+from ._common import compute_dtype, reduce
+from .stabilizer import modulating_factor
+from .validation import check_eps, check_exponent, check_logits, check_reduction, check_stabilizer
 
 __all__ = ['softmax_focal_loss', 'softmax_margin', 'log1m_softmax']
 

@@ -25,46 +25,14 @@ Three modes, selected by the ``stabilizer`` argument every loss takes:
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-STABILIZERS = ('exact', 'epsilon', 'none')
-REDUCTIONS = ('none', 'mean', 'sum')
+from .validation import STABILIZERS, check_stabilizer
 
-__all__ = ['STABILIZERS', 'REDUCTIONS', 'modulating_factor', 'zero_safe_pow',
-           'check_stabilizer', 'check_exponent', 'check_eps', 'check_reduction']
-
-
-def check_stabilizer(stabilizer: str) -> str:
-    if stabilizer not in STABILIZERS:
-        raise ValueError(f'stabilizer must be one of {STABILIZERS}, got {stabilizer!r}')
-    return stabilizer
-
-
-def check_exponent(value: float, name: str = 'gamma') -> float:
-    """A focusing exponent: a finite real number >= 0 (bool is rejected: True is no gamma)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'{name} must be a real number, got {type(value).__name__}')
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f'{name} must be finite and >= 0, got {value}')
-    return float(value)
-
-
-def check_eps(eps: float) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f'eps must be a real number, got {type(eps).__name__}')
-    if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f'eps must be finite and >= 0, got {eps}')
-    return float(eps)
-
-
-def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
-    return reduction
+__all__ = ['STABILIZERS', 'modulating_factor', 'zero_safe_pow']
 
 
 def zero_safe_pow(base: Tensor, exponent: float) -> Tensor:

@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import check_logits, compute_dtype
+from ._common import compute_dtype
 from .softmax_focal import softmax_margin
-from .stabilizer import check_eps, check_exponent, check_stabilizer, modulating_factor
+from .stabilizer import modulating_factor
+from .validation import check_eps, check_exponent, check_logits, check_stabilizer
 
 __all__ = ['asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss',
            'UFL_VARIANTS']

@@ -13,7 +13,7 @@ from typing import Optional
 from mmdet.models.losses.utils import weight_reduce_loss
 from torch import Tensor
 
-from focal_plugin.functional.stabilizer import check_eps, check_reduction, check_stabilizer
+from ..functional.validation import check_eps, check_reduction, check_stabilizer
 
 __all__ = ['resolve_reduction', 'weighted_reduce', 'check_loss_weight',
            'set_common_arguments', 'InvalidReductionError']

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..functional import sigmoid_focal_loss, softmax_focal_loss
-from ..functional._common import check_alpha
-from ..functional.stabilizer import check_exponent
+from ..functional.validation import check_alpha, check_exponent
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
 

@@ -7,8 +7,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..functional import quality_focal_loss, varifocal_loss
-from ..functional._common import check_alpha
-from ..functional.stabilizer import check_exponent
+from ..functional.validation import check_alpha, check_exponent
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
 

@@ -5,8 +5,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..functional import asymmetric_focal_loss, focal_tversky_loss, unified_focal_loss
-from ..functional.stabilizer import check_eps, check_exponent, check_stabilizer
 from ..functional.unified_focal import UFL_VARIANTS
+from ..functional.validation import check_eps, check_exponent, check_stabilizer
 from ..registry import register_model
 from ._contract import check_loss_weight
 

@@ -9,8 +9,9 @@ Two tiers, following the rule that diagnostics cost nothing until they are neede
   found. They may be slower; they explain what went wrong.
 
 The L2 norm is used instead of the Inf norm because on CPU ``_foreach_norm(ord=inf)`` is not
-vectorised and costs ~14x more. The L2 norm of finite values can overflow (norm > 1.8e19, e.g.
-gradients still multiplied by an AMP loss scale), so a flagged group is confirmed exactly.
+vectorised (a scalar loop), while the L2 norm is. The L2 norm of finite values can overflow
+(norm > 1.8e19, e.g. gradients still multiplied by an AMP loss scale), so a flagged group is
+confirmed exactly.
 """
 from __future__ import annotations
 

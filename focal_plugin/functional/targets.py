@@ -20,6 +20,7 @@ sees it, acts and reports where it came from. Hiding it in the loss would hide t
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
@@ -76,7 +77,7 @@ def check_probability_targets(targets: Tensor, name: str = 'targets',
     if _enabled:
         lo, hi = values[0], values[1]
         if not (lo >= 0.0 and hi <= 1.0):  # NaN fails both comparisons
-            if lo != lo or hi != hi:
+            if math.isnan(lo) or math.isnan(hi):
                 count = int(torch.isnan(t).sum())
                 raise ValueError(f'{name} contain NaN ({count} of {t.numel()} elements); '
                                  f'{name} must be probabilities/scores in [0, 1]')

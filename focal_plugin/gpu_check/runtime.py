@@ -3,6 +3,7 @@ backend's switch, and the loss under ``torch.autocast``."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 
@@ -115,7 +116,7 @@ def autocast_check(device: str, quick: bool) -> tuple:
         loss, grad, logits_dtype = run(dtype)
         rel_loss = abs(loss - ref_loss) / abs(ref_loss)
         rel_grad = float((grad - ref_grad).norm() / ref_grad.norm())
-        finite = bool(torch.isfinite(grad).all()) and loss == loss
+        finite = bool(torch.isfinite(grad).all()) and math.isfinite(loss)
         rows.append([f'{str(dtype)[6:]}{" + GradScaler" if dtype == torch.float16 else ""}',
                      str(logits_dtype)[6:], f'{rel_loss:.1e}', f'{rel_grad:.1e}', finite,
                      'yes' if finite and rel_loss < tol and rel_grad < tol else f'NO (tol {tol})'])

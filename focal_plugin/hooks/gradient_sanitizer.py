@@ -95,9 +95,11 @@ class GradientSanitizerHook(Hook):
                  report_file: str | None = 'gradient_sanitizer_report.json',
                  max_reported_events: int = 20, max_listed: int = 10):
         self.options = opts = SanitizerOptions(
-            policy, interval, max_consecutive, escalate_to, check_loss, check_params, localize,
-            max_consecutive_overflow, protect_checkpoints, report_file, max_reported_events,
-            max_listed)
+            policy=policy, interval=interval, max_consecutive=max_consecutive,
+            escalate_to=escalate_to, check_loss=check_loss, check_params=check_params,
+            localize=localize, max_consecutive_overflow=max_consecutive_overflow,
+            protect_checkpoints=protect_checkpoints, report_file=report_file,
+            max_reported_events=max_reported_events, max_listed=max_listed)
         self.rule = SanitizerPolicy(opts.policy, opts.max_consecutive, opts.escalate_to,
                                     opts.max_consecutive_overflow)
         self.last_good_checkpoint: str | None = None

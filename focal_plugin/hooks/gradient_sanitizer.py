@@ -42,7 +42,7 @@ from .interception import (
 )
 from .localize import localize_window
 from .options import SanitizerOptions
-from .policy import Action, EventKind, Policy, SanitizerPolicy
+from .policy import Action, EventKind, Policy, RunStatus, SanitizerPolicy
 from .report import JsonReport, format_counters
 from .reporter import Reporter
 from .state_snapshot import BufferSnapshot
@@ -225,10 +225,10 @@ class GradientSanitizerHook(Hook):
             self._stop(runner)
 
     def after_train(self, runner) -> None:
-        status = 'stopped' if self.rule.stop_decided else 'finished'
-        self._write_report(status=status)
+        status = RunStatus.STOPPED if self.rule.stop_decided else RunStatus.FINISHED
+        self._write_report(status=status.value)
         path = self._reporter.path
-        self._reporter.log(f'training {status}; totals: {format_counters(self.counters)}'
+        self._reporter.log(f'training {status.value}; totals: {format_counters(self.counters)}'
                            + (f'; report: {path}' if path else ''))
         self._patches.undo_all()
 
@@ -349,11 +349,11 @@ class GradientSanitizerHook(Hook):
         if follow_up is Action.STOPPED:
             # No exception here: this may run inside after_val_epoch, outside run_epoch.
             runner.train_loop.stop_training = True
-            self._write_report(status='stopped')
+            self._write_report(status=RunStatus.STOPPED.value)
 
     # ------------------------------------------------------------ terminal actions
     def _raise(self) -> None:
-        self._write_report(status='raised')
+        self._write_report(status=RunStatus.RAISED.value)
         raise self._reporter.error(self.counters, self.policy)
 
     def _stop(self, runner) -> None:
@@ -367,7 +367,7 @@ class GradientSanitizerHook(Hook):
         else:
             log(f'{at}: the weights are already non-finite, so no checkpoint is written; last '
                 f'good checkpoint: {self.last_good_checkpoint}', logging.ERROR)
-        self._write_report(status='stopped')
+        self._write_report(status=RunStatus.STOPPED.value)
         loop = runner.train_loop
         if not hasattr(loop, 'stop_training'):
             log(f'{type(loop).__name__} has no `stop_training`; it may keep iterating, but no '

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-__all__ = ['Policy', 'Action', 'EventKind', 'Decision', 'SanitizerPolicy', 'COUNTERS',
-           'ESCALATIONS']
+__all__ = ['Policy', 'Action', 'EventKind', 'RunStatus', 'Decision', 'SanitizerPolicy',
+           'COUNTERS', 'ESCALATIONS']
 
 
 class Policy(str, Enum):
@@ -75,6 +75,14 @@ class EventKind(str, Enum):
     @property
     def concerns_update(self) -> bool:
         return self in (EventKind.GRADIENT, EventKind.LOSS)
+
+
+class RunStatus(str, Enum):
+    """The ``status`` of the JSON report."""
+    RUNNING = 'running'
+    FINISHED = 'finished'
+    STOPPED = 'stopped'
+    RAISED = 'raised'
 
 
 # the counters of the report and the checkpointed state (keys are the public names)

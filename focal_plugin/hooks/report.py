@@ -19,7 +19,7 @@ from typing import Any
 
 from focal_plugin.jsonio import write_json
 
-from .policy import COUNTERS, Action
+from .policy import COUNTERS, Action, EventKind, RunStatus
 
 __all__ = ['format_event', 'format_counters', 'log_summary', 'JsonReport', 'KIND_TEXT',
            'ACTION_TEXT']
@@ -29,25 +29,20 @@ FULL_SUMMARIES = 3
 LINE_SUMMARIES = 20
 
 KIND_TEXT = {
-    'gradient': 'non-finite gradients',
-    'loss': 'non-finite loss (gradients finite)',
-    'parameter': 'non-finite parameters/buffers after the update',
-    'checkpoint': 'checkpoint with non-finite parameters/buffers',
+    EventKind.GRADIENT: 'non-finite gradients',
+    EventKind.LOSS: 'non-finite loss (gradients finite)',
+    EventKind.PARAMETER: 'non-finite parameters/buffers after the update',
+    EventKind.CHECKPOINT: 'checkpoint with non-finite parameters/buffers',
 }
 ACTION_TEXT = {
-    'warned': 'update applied (policy warn)',
-    'skipped': 'update skipped',
-    'sanitized': 'NaN/Inf gradient entries set to 0, update applied',
-    'stopped': 'training stopped',
-    'raised': 'raising an error',
-    'refused': 'checkpoint NOT saved',
+    Action.WARNED: 'update applied (policy warn)',
+    Action.SKIPPED: 'update skipped',
+    Action.SANITIZED: 'NaN/Inf gradient entries set to 0, update applied',
+    Action.STOPPED: 'training stopped',
+    Action.RAISED: 'raising an error',
+    Action.REFUSED: 'checkpoint NOT saved',
 }
-_TENSOR_WHAT = {
-    'gradient': 'parameter gradient(s)',
-    'loss': 'parameter gradient(s)',
-    'parameter': 'parameter/buffer tensor(s)',
-    'checkpoint': 'parameter/buffer tensor(s)',
-}
+
 
 
 def format_counters(counters: dict) -> str:
@@ -80,11 +75,11 @@ def _norms_text(norms: dict) -> str:
 def format_event(event: dict, counters: dict, report_path: str | None,
                  max_listed: int = 10) -> str:
     """A multi-line, human-readable summary of one event."""
-    kind = event['kind']
+    kind = EventKind(event['kind'])
     where = f" in optim wrapper '{event['optim_wrapper']}'" if event.get('optim_wrapper') else ''
     lines = [
-        f"GradientSanitizerHook: {KIND_TEXT.get(kind, kind)} at iter {event['iter']} "
-        f"(epoch {event['epoch']}){where} -> {ACTION_TEXT.get(event['action'], event['action'])}"
+        f"GradientSanitizerHook: {KIND_TEXT[kind]} at iter {event['iter']} "
+        f"(epoch {event['epoch']}){where} -> {ACTION_TEXT[Action(event['action'])]}"
     ]
     if event.get('reason'):
         lines.append(f"  why: {event['reason']}")
@@ -95,7 +90,8 @@ def format_event(event: dict, counters: dict, report_path: str | None,
         tensors = info.get('nonfinite_tensors', [])
         if tensors:
             names = [t['name'] for t in tensors]
-            what = _TENSOR_WHAT.get(kind, 'tensor(s)')
+            what = ('parameter gradient(s)' if kind.concerns_update
+                    else 'parameter/buffer tensor(s)')
             if names == listed_names:
                 lines.append(f'{prefix}the same {len(tensors)} {what} with NaN/Inf as above')
             else:
@@ -107,13 +103,13 @@ def format_event(event: dict, counters: dict, report_path: str | None,
                                  f"NaN={t['nan']} +Inf={t['posinf']} -Inf={t['neginf']} "
                                  f"of {t['numel']}")
                 listed_names = names
-        elif kind in ('gradient', 'loss'):
+        elif kind.concerns_update:
             lines.append(f'{prefix}all local gradients finite')
         terms = info.get('loss_terms')
         if terms:
             lines.append(f'{prefix}non-finite loss terms: '
                          + ', '.join(f'{k}={v}' for k, v in terms.items()))
-        elif kind in ('gradient', 'loss') and 'loss_terms' in info:
+        elif kind.concerns_update and 'loss_terms' in info:
             lines.append(f'{prefix}loss terms finite')
         if info.get('grad_norm_per_module'):
             norms = _norms_text(info['grad_norm_per_module'])
@@ -169,7 +165,7 @@ class JsonReport:
         self.enabled = enabled
         self.max_events = max_events
         self.data: dict = dict(
-            format=self.FORMAT, version=self.VERSION, status='running', config=config,
+            format=self.FORMAT, version=self.VERSION, status=RunStatus.RUNNING.value, config=config,
             world_size=world_size, counters={}, first_event=None, events=[],
             events_not_listed=0, amp_overflows=[], amp_overflows_not_listed=0,
             last_good_checkpoint=None)

@@ -30,6 +30,7 @@ from mmengine.runner import EpochBasedTrainLoop
 
 from focal_plugin.hooks import GradientSanitizerHook
 from focal_plugin.hooks.interception import StopTrainingNow, interruptible
+from focal_plugin.hooks.policy import Policy
 from focal_plugin.jsonio import write_json
 from focal_plugin.registry import register_hook
 
@@ -61,7 +62,7 @@ def read_divergence(work_dir: str, file_name: str = RESULT_FILE):
 def _stopping_sanitizer(runner):
     """The runner's GradientSanitizerHook with policy 'stop', if any."""
     return next((hook for hook in runner.hooks if isinstance(hook, GradientSanitizerHook)
-                 and hook.policy == 'stop'), None)
+                 and hook.rule.policy is Policy.STOP), None)
 
 
 @register_hook

@@ -5,17 +5,13 @@ Added to an existing pipeline with nothing but::
     custom_imports = dict(imports=['focal_plugin'], allow_failed_imports=False)
     custom_hooks = [dict(type='GradientSanitizerHook', policy='skip')]
 
-How it gets between backward and step: in ``before_train`` it replaces ``step`` (and
-``update_params``, to see the loss) on the runner's optim wrapper instances (each wrapper of an
-``OptimWrapperDict``; MMEngine has no hook stage there). ``update_params`` calls ``self.step()``
-only when an update is due, so the audit sees the fully accumulated gradients, before
-``clip_grad`` and before ``AmpOptimWrapper`` unscales them, and it decides whether the original
-``step`` runs at all.
-
-This file connects MMEngine's stages to the parts: the rule (:mod:`.policy`), event building
-(:mod:`.events`), reporting (:mod:`.reporter`), the checkpoint guard (:mod:`.checkpoint_guard`).
-Cost: a finite audit is one fused norm pass over the gradients and one host sync (a tiny
-all-reduce with several ranks); explaining an event costs more, and only after one.
+MMEngine has no hook stage between backward and step, so ``before_train`` replaces ``step`` (and
+``update_params``, to see the loss) on the runner's optim wrapper *instances*. ``update_params``
+calls ``step`` only when an update is due: the audit sees the accumulated gradients, before
+``clip_grad`` and AMP unscaling, and decides whether the original ``step`` runs at all. A finite
+audit costs one fused norm pass and one host sync; explaining an event costs more, only then.
+The parts: the rule (:mod:`.policy`), events (:mod:`.events`), reporting (:mod:`.reporter`), the
+checkpoint guard (:mod:`.checkpoint_guard`); this file connects them to MMEngine's stages.
 """
 from __future__ import annotations
 
@@ -35,7 +31,7 @@ from .events import UpdateWindow, finalize, float_state, named_gradients, state_
 from .finite_check import any_nonfinite, floating_tensors, zero_nonfinite_
 from .interception import (
     InstancePatches,
-    StopTrainingNow,
+    end_training_now,
     make_epoch_interruptible,
     optim_wrappers,
     unwrap_model,
@@ -368,10 +364,4 @@ class GradientSanitizerHook(Hook):
             log(f'{at}: the weights are already non-finite, so no checkpoint is written; last '
                 f'good checkpoint: {self.last_good_checkpoint}', logging.ERROR)
         self._write_report(status=RunStatus.STOPPED.value)
-        loop = runner.train_loop
-        if not hasattr(loop, 'stop_training'):
-            log(f'{type(loop).__name__} has no `stop_training`; it may keep iterating, but no '
-                'further update will be applied', logging.WARNING)
-        loop.stop_training = True
-        if self._interruptible:
-            raise StopTrainingNow()
+        end_training_now(runner.train_loop, self._interruptible, log)

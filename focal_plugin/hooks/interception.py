@@ -10,13 +10,14 @@ everything is undone after training.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Callable
 
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
 __all__ = ['InstancePatches', 'StopTrainingNow', 'interruptible', 'make_epoch_interruptible',
-           'unwrap_model', 'optim_wrappers']
+           'end_training_now', 'unwrap_model', 'optim_wrappers']
 
 _MISSING = object()
 
@@ -81,6 +82,17 @@ def make_epoch_interruptible(loop: Any, patches: InstancePatches) -> bool:
         return False
     patches.replace(loop, 'run_epoch', lambda original: interruptible(original, loop))
     return True
+
+
+def end_training_now(loop: Any, interruptible: bool, log: Callable[[str, int], None]) -> None:
+    """Set ``loop.stop_training`` and, where :func:`make_epoch_interruptible` patched the loop,
+    end the current epoch at once."""
+    if not hasattr(loop, 'stop_training'):
+        log(f'{type(loop).__name__} has no `stop_training`; it may keep iterating, but no '
+            'further update will be applied', logging.WARNING)
+    loop.stop_training = True
+    if interruptible:
+        raise StopTrainingNow()
 
 
 def unwrap_model(runner) -> Any:

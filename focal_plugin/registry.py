@@ -7,17 +7,19 @@ class registered in ``mmdet``'s registry is found by an MMDetection config even 
 own registry is inspected directly (``'StableFocalLoss' in mmdet.registry.MODELS``).
 
 Losses, models and datasets go into both (usable from mmdet configs and from plain MMEngine
-configs with no ``default_scope``); hooks and metrics go into mmengine's root registries, which
-every scope reaches.
+configs with no ``default_scope``); hooks, metrics and training loops go into mmengine's root
+registries, which every scope reaches.
 """
 from mmdet.registry import DATASETS as MMDET_DATASETS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import DATASETS as ROOT_DATASETS
 from mmengine.registry import HOOKS as ROOT_HOOKS
+from mmengine.registry import LOOPS as ROOT_LOOPS
 from mmengine.registry import METRICS as ROOT_METRICS
 from mmengine.registry import MODELS as ROOT_MODELS
 
-__all__ = ['register_model', 'register_dataset', 'register_hook', 'register_metric']
+__all__ = ['register_model', 'register_dataset', 'register_hook', 'register_metric',
+           'register_loop']
 
 
 def register_model(cls):
@@ -43,4 +45,10 @@ def register_hook(cls):
 def register_metric(cls):
     """Class decorator: register a metric in mmengine's root ``METRICS``."""
     ROOT_METRICS.register_module(module=cls)
+    return cls
+
+
+def register_loop(cls):
+    """Class decorator: register a training loop in mmengine's root ``LOOPS``."""
+    ROOT_LOOPS.register_module(module=cls)
     return cls

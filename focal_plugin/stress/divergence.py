@@ -25,14 +25,13 @@ import os.path as osp
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 
 from focal_plugin.hooks import GradientSanitizerHook
 from focal_plugin.hooks.interception import StopTrainingNow, interruptible
 from focal_plugin.hooks.policy import Policy
 from focal_plugin.jsonio import write_json
-from focal_plugin.registry import register_hook
+from focal_plugin.registry import register_hook, register_loop
 
 __all__ = ['DivergenceRecorderHook', 'InterruptibleEpochBasedTrainLoop', 'read_divergence']
 
@@ -214,7 +213,7 @@ class DivergenceRecorderHook(Hook):
         self.record = checkpoint.get('divergence_record', self.record)
 
 
-@LOOPS.register_module()
+@register_loop
 class InterruptibleEpochBasedTrainLoop(EpochBasedTrainLoop):
     """MMEngine's epoch loop, except that ``stop_training`` set during an iteration (by
     :class:`DivergenceRecorderHook`, for one) ends the epoch once that iteration's hooks have

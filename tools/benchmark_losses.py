@@ -146,11 +146,16 @@ def mmdet_qfl(x, scores, _):
     return quality_focal_loss_tensor_target(x, scores, beta=GAMMA, reduction='sum')
 
 
-def with_backend(backend: str, loss_fn: Callable, *args) -> Callable:
-    """``loss_fn(logits, scores, *args)`` run with the given fused backend."""
+def with_backend(backend: str, loss_fn: Callable, *args, check_targets: bool = True) -> Callable:
+    """``loss_fn(logits, scores, *args)`` run with the given fused backend and the [0, 1]
+    target check on or off."""
     def run(x, scores, _):
         fused.set_fused_backend(backend)
-        return loss_fn(x, scores, *args)
+        target_check.set_target_check(check_targets)
+        try:
+            return loss_fn(x, scores, *args)
+        finally:
+            target_check.set_target_check(True)
     return run
 
 
@@ -175,18 +180,6 @@ VFL_VARIANTS: Dict[str, Callable] = {
 }
 
 
-def with_target_check(enabled: bool, loss_fn: Callable, *args) -> Callable:
-    """The compiled fused loss with the [0, 1] target check on or off."""
-    def run(x, t, _):
-        fused.set_fused_backend('compile')
-        target_check.set_target_check(enabled)
-        try:
-            return loss_fn(x, t, *args)
-        finally:
-            target_check.set_target_check(True)
-    return run
-
-
 def the_check_alone(x, t, _):
     target_check.check_probability_targets(t)
     return None
@@ -196,8 +189,8 @@ def target_check_sections() -> list:
     """(title, variants, targets) of the target-check cost: per loss, check off (the base),
     on, and the check alone."""
     def variants(loss_fn, *args):
-        return {'check off': with_target_check(False, loss_fn, *args),
-                'check on': with_target_check(True, loss_fn, *args),
+        return {'check off': with_backend('compile', loss_fn, *args, check_targets=False),
+                'check on': with_backend('compile', loss_fn, *args, check_targets=True),
                 'the check alone (aminmax + one host sync)': the_check_alone}
 
     def float_labels(anchors, g, device):

@@ -48,14 +48,14 @@ def check_alpha(alpha: Optional[float], allow_disabled: bool = True) -> Optional
     return float(alpha)
 
 
-def check_stabilizer(stabilizer: str) -> str:
-    if stabilizer not in STABILIZERS:
-        raise ValueError(f'stabilizer must be one of {STABILIZERS}, got {stabilizer!r}')
-    return stabilizer
+def _one_of(value, name: str, choices: tuple):
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {choices}, got {value!r}')
+    return value
 
 
-def check_exponent(value: float, name: str = 'gamma') -> float:
-    """A focusing exponent: a finite real number >= 0 (bool is rejected: True is no gamma)."""
+def _finite_non_negative(value, name: str) -> float:
+    """A finite real number >= 0 (bool is rejected: True is no gamma)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f'{name} must be a real number, got {type(value).__name__}')
     if not math.isfinite(value) or value < 0:
@@ -63,15 +63,19 @@ def check_exponent(value: float, name: str = 'gamma') -> float:
     return float(value)
 
 
-def check_eps(eps: float) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f'eps must be a real number, got {type(eps).__name__}')
-    if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f'eps must be finite and >= 0, got {eps}')
-    return float(eps)
+def check_stabilizer(stabilizer: str) -> str:
+    return _one_of(stabilizer, 'stabilizer', STABILIZERS)
 
 
 def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
-    return reduction
+    return _one_of(reduction, 'reduction', REDUCTIONS)
+
+
+def check_exponent(value: float, name: str = 'gamma') -> float:
+    """A focusing exponent (gamma, beta, delta, ...): finite and >= 0."""
+    return _finite_non_negative(value, name)
+
+
+def check_eps(eps: float) -> float:
+    """The offset of ``'epsilon'`` mode: finite and >= 0."""
+    return _finite_non_negative(eps, 'eps')

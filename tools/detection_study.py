@@ -28,8 +28,10 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {  # variant -> config file (only loss_cls differs within an architecture)
-    'retinanet/mmdet-focal-g2': 'configs/retinanet/retinanet_r18_fpn_shapes-cpu_mmdet-focal-g2.py',
-    'retinanet/stable-focal-g2': 'configs/retinanet/retinanet_r18_fpn_shapes-cpu_stable-exact-g2.py',
+    'retinanet/mmdet-focal-g2':
+        'configs/retinanet/retinanet_r18_fpn_shapes-cpu_mmdet-focal-g2.py',
+    'retinanet/stable-focal-g2':
+        'configs/retinanet/retinanet_r18_fpn_shapes-cpu_stable-exact-g2.py',
     'retinanet/mmdet-focal-g0.5':
         'configs/retinanet/retinanet_r18_fpn_shapes-cpu_mmdet-focal-g0.5.py',
     'retinanet/stable-focal-g0.5':

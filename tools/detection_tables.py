@@ -64,12 +64,14 @@ def summarize(variant: str, jobs: dict) -> dict:
 def _markdown(rows) -> str:
     lines = ['| variant | seeds | bbox mAP | AP50 | AP small | final loss | wall time / run | '
              'non-finite updates (first iter) |', '|---|---|---|---|---|---|---|---|']
+    def pm(r, m):
+        return f"{r[f'{m}_mean']:.3f} +- {r[f'{m}_std']:.3f}"
+
     for r in rows:
-        def pm(m):
-            return f"{r[f'{m}_mean']:.3f} +- {r[f'{m}_std']:.3f}"
         first = f" ({r['first_non_finite_iter']})" if r['first_non_finite_iter'] != '' else ''
-        lines.append(f"| {r['variant']} | {r['seeds']} | {pm('bbox_mAP')} | {pm('bbox_mAP_50')} | "
-                     f"{pm('bbox_mAP_s')} | {r['final_loss_mean']:.3f} | {r['wall_s_mean']} s | "
+        lines.append(f"| {r['variant']} | {r['seeds']} | {pm(r, 'bbox_mAP')} | "
+                     f"{pm(r, 'bbox_mAP_50')} | "
+                     f"{pm(r, 'bbox_mAP_s')} | {r['final_loss_mean']:.3f} | {r['wall_s_mean']} s | "
                      f"{r['non_finite_updates']}{first} |")
     return '\n'.join(lines) + '\n'
 

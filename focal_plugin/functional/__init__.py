@@ -16,11 +16,13 @@ from .unified_focal import (
                             focal_tversky_loss,
                             unified_focal_loss,
 )
+from .value_checks import flush_value_checks, get_value_check_mode, set_value_check_mode
 
 __all__ = [
     'STABILIZERS', 'UFL_VARIANTS', 'modulating_factor', 'zero_safe_pow', 'log1m_softmax',
     'softmax_margin',
     'sigmoid_focal_loss', 'softmax_focal_loss', 'quality_focal_loss', 'varifocal_loss',
     'asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss', 'set_fused_backend',
-    'get_fused_backend', 'set_target_check', 'get_target_check',
+    'get_fused_backend', 'set_target_check', 'get_target_check', 'flush_value_checks',
+    'set_value_check_mode', 'get_value_check_mode',
 ]

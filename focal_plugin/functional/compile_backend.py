@@ -1,20 +1,23 @@
-"""How the fused kernels run: the backend switch and the (background) compile cache.
+"""How the fused kernels run: the backend switch and the compile cache.
 
 Backends (``FOCAL_PLUGIN_FUSED`` environment variable, or :func:`set_fused_backend`):
 
-- ``'auto'`` (default): the first call starts compiling its kernel with
-  ``torch.compile(dynamic=True)`` in a background thread and, until it is ready, the autograd
-  reference runs (no first-call stall; the switch happens at a time-dependent step, so runs are
-  not bit-reproducible: use ``'compile'`` or ``'off'`` for that). One compiled kernel serves
-  every shape (it sees 1-D tensors of symbolic length), so varying anchor counts never
-  recompile. If compilation fails (e.g. no C++ compiler), a warning is logged once and the
-  reference stays.
-- ``'compile'``: compile synchronously on first use (benchmarks, tests).
+- ``'compile'`` (default): the first call that needs a kernel compiles it with
+  ``torch.compile(dynamic=True)`` and waits for it (a one-time stall per kernel and device
+  type, measured in ``results/benchmark_losses.md``; the compiler's on-disk cache shortens it
+  in later processes). Every call from then on runs the compiled kernel, so a run is
+  bit-reproducible whatever the machine's speed. One compiled kernel serves every shape (it
+  sees 1-D tensors of symbolic length), so varying anchor counts never recompile. If
+  compilation fails (e.g. no C++ compiler), a warning is logged once and the autograd
+  reference serves every call.
+- ``'auto'``: compile in a background thread while the autograd reference serves the first
+  calls (no stall). The switch happens at a step that depends on the machine's speed, so two
+  runs of the same seed differ after it: for interactive work, not for results.
 - ``'eager'``: the same kernels without compilation: the same memory saving, but slower than
   the reference on CPU (each op makes its own pass over memory).
 - ``'off'``: always the autograd reference.
 
-Interpreter exit and a compilation in flight: the worker is a daemon thread (a training
+Interpreter exit and a compilation in flight (``'auto'``): the worker is a daemon thread (a training
 script must not hang on it), and an ``atexit`` handler waits for the compilation it is
 running (a daemon thread killed inside the compiler can abort the process). ``atexit`` runs
 after ``threading``'s shutdown has closed the compiler's thread pools, so a compilation still
@@ -37,7 +40,7 @@ from .fused_kernels import KERNELS, sample_args
 
 __all__ = ['BACKENDS', 'set_fused_backend', 'get_fused_backend', 'compiled_kernel', 'warm_up']
 
-BACKENDS = ('auto', 'compile', 'eager', 'off')
+BACKENDS = ('compile', 'auto', 'eager', 'off')
 _logger = logging.getLogger(__name__)
 
 
@@ -94,10 +97,9 @@ class CompiledKernels:
         try:
             compiled = torch.compile(KERNELS[name], dynamic=True)
             with torch.no_grad():  # as inside autograd.Function.forward: same guards
-                # compile now, for small and large inputs: the summed kernels get a
-                # different reduction strategy (and a size guard) below 4097 elements
-                for n in (37, 8191):
-                    compiled(*sample_args(name, dtype, device, n))
+                # compile now, at a size like a detector's per-level call: element-wise
+                # kernels keep one graph for every size (the size only seeds tuning hints)
+                compiled(*sample_args(name, dtype, device, 1 << 16))
             self.ready[key] = compiled
         except Exception as err:  # no C++ compiler, unsupported platform, exit, ...
             if not self.closing:
@@ -120,7 +122,7 @@ class CompiledKernels:
 
 
 _COMPILED = CompiledKernels()
-_backend = os.environ.get('FOCAL_PLUGIN_FUSED', 'auto')
+_backend = os.environ.get('FOCAL_PLUGIN_FUSED', 'compile')
 
 
 def set_fused_backend(backend: str) -> None:

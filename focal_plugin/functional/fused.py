@@ -12,9 +12,8 @@ would save that tensor but pay the transcendental math twice.) Without a gradien
 compiled now, eager, or not at all) is :mod:`.compile_backend`'s business.
 
 Inside a ``torch.compile``'d model the eager kernels are used, so the user's compiler traces
-them like any other ops. The fused function is first-order and single-use: a ``create_graph``
-backward or a second backward through the same graph (``retain_graph=True``) raises; set the
-backend to ``'off'`` for those.
+them like any other ops. Repeated and higher-order backward passes work as with the
+reference (see :class:`_FusedLoss`).
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .compile_backend import (
     BACKENDS,
@@ -31,35 +29,34 @@ from .compile_backend import (
     set_fused_backend,
     warm_up,
 )
-from .fused_kernels import KERNELS
+from .fused_kernels import KERNELS, LOSS_ONLY
 
 __all__ = ['BACKENDS', 'fused_kernel', 'fused_loss', 'set_fused_backend', 'get_fused_backend',
            'warm_up']
 
 
-def _kernel_name(x: Tensor, targets: Tensor, loss: str, summed: bool) -> str:
+def _kernel_name(x: Tensor, targets: Tensor, loss: str) -> str:
     if loss == 'focal':
         loss = 'hard' if targets.dtype == torch.bool else 'soft'
     if not (x.requires_grad and torch.is_grad_enabled()):
-        return loss + '_loss'  # no gradient wanted: the loss-only kernel (summed outside)
-    return loss + ('_loss_sum_and_grad' if summed else '_loss_and_grad')
+        return loss + '_loss'  # no gradient wanted: the loss-only kernel
+    return loss + '_loss_and_grad'
 
 
-def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal',
-                 summed: bool = False) -> Optional[Callable]:
+def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal') -> Optional[Callable]:
     """The kernel serving this call, or None for the autograd reference: backend 'off',
     targets that need a gradient, 16-bit logits (the caller upcasts them first), or, in 'auto'
     mode, a compiled kernel not built yet (its compilation then starts in the background).
     ``loss``: ``'focal'`` (sigmoid focal loss; bool targets select the hard-label kernel),
-    ``'quality'`` (QFL) or ``'vfl'`` (VFL); ``summed``: the loss is summed in the kernel."""
+    ``'quality'`` (QFL) or ``'vfl'`` (VFL)."""
     backend = get_fused_backend()
     if backend == 'off' or targets.requires_grad or x.dtype not in (torch.float32,
                                                                      torch.float64):
         return None
-    name = _kernel_name(x, targets, loss, summed)
+    name = _kernel_name(x, targets, loss)
     if backend == 'eager' or torch.compiler.is_compiling():
         return KERNELS[name]
-    return compiled_kernel(name, x.dtype, x.device.type, block=backend == 'compile')
+    return compiled_kernel(name, x.dtype, x.device.type, block=backend != 'auto')
 
 
 def fused_loss(loss: str, x: Tensor, targets: Tensor, params: tuple,
@@ -67,46 +64,55 @@ def fused_loss(loss: str, x: Tensor, targets: Tensor, params: tuple,
     """The loss through its fused kernel, reduced (``'none'``/``'sum'``/``'mean'``), or None
     when the autograd reference must serve (see :func:`fused_kernel`). ``x``: float32/float64
     logits; ``targets``: a bool mask of positives (focal, hard labels) or scores in ``x``'s
-    dtype; ``params``: the kernel's scalars. Not checked here: the callers validate."""
-    summed = reduction != 'none' and x.numel() > 0
-    kernel = fused_kernel(x, targets, loss, summed)
+    dtype; ``params``: the kernel's scalars. Not checked here: the callers validate.
+
+    The kernels are element-wise and the reduction is torch's own: a reduction compiled into
+    the kernel is tuned to the size of the first call it sees, and on CUDA one compiled at
+    1e4 elements ran 20x slower at 1e8 than one compiled there (results/gpu/); an element-wise
+    kernel has no such memory of its first call."""
+    kernel = fused_kernel(x, targets, loss)
     if kernel is None:
         return None
-    out = _FusedLoss.apply(x, targets, kernel, *params)
+    base = LOSS_ONLY[_kernel_name(x, targets, loss)]
+    out = _FusedLoss.apply(x, targets, kernel, base, *params)
     if reduction == 'none':
         return out
-    if out.dim() > 0:  # loss-only kernel, or an empty input
-        out = out.sum()
+    out = out.sum()
     return out / x.numel() if reduction == 'mean' and x.numel() > 0 else out
 
 
 # ---- the autograd function ------------------------------------------------------------------
 
 class _FusedLoss(torch.autograd.Function):
-    """One pass computes the loss and its local gradient; backward is one multiplication."""
+    """One pass computes the loss and its local gradient; backward is one multiplication.
+
+    It behaves as the autograd reference does: a second backward through the same graph
+    (``retain_graph=True``, ``gradcheck``) gets the same gradient again (the local gradient is
+    not overwritten), and a ``create_graph`` backward differentiates the closed-form gradient
+    with autograd (second derivatives, ``gradgradcheck``)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, targets: Tensor, kernel: Callable, *params: float) -> Tensor:
+    def forward(ctx, x: Tensor, targets: Tensor, kernel: Callable, base: Callable,
+                *params: float) -> Tensor:
         # element-wise kernels on 1-D views: one compiled graph serves every shape
         # (detached: a leaf's requires_grad flag would otherwise be a guard of its own)
         out = kernel(x.detach().reshape(-1), targets.reshape(-1), *params)
         if isinstance(out, tuple):
             loss, local_grad = out
-            ctx.save_for_backward(local_grad.view(x.shape))
+            # x is saved for a create_graph backward only; it is the caller's tensor (no copy)
+            ctx.save_for_backward(local_grad.view(x.shape), x, targets)
         else:  # no gradient wanted (no_grad, or logits that do not require it)
             loss = out
-        ctx.num_params = len(params)
-        ctx.consumed = False
-        return loss if loss.dim() == 0 else loss.view(x.shape)
+        ctx.base = base  # the loss-only function: its with_grad form is the closed form
+        ctx.params = params
+        return loss.view(x.shape)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
-        if ctx.consumed:
-            raise RuntimeError('the fused focal loss supports one backward pass per forward '
-                               '(its local gradient is scaled in place); for retain_graph=True '
-                               'set FOCAL_PLUGIN_FUSED=off')
-        ctx.consumed = True
-        (local_grad,) = ctx.saved_tensors
-        # needed once: scale it in place rather than allocate (and page in) another tensor
-        return (local_grad.mul_(grad), None, None) + (None,) * ctx.num_params
+        local_grad, x, targets = ctx.saved_tensors
+        nones = (None, None, None) + (None,) * len(ctx.params)
+        if not torch.is_grad_enabled():  # the usual first-order backward: one multiplication
+            return (local_grad * grad,) + nones
+        # create_graph: the closed-form gradient as a differentiable function of x
+        _, d_x = ctx.base(x, targets, *ctx.params, with_grad=True)
+        return (d_x * grad,) + nones

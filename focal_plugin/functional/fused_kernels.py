@@ -28,7 +28,8 @@ from torch import Tensor
 
 from .logspace import exact_bce, log_one_minus_p_t, log_quality_base, signed_logit, softplus_pair
 
-__all__ = ['KERNELS', 'hard_loss', 'soft_loss', 'quality_loss', 'vfl_loss', 'sample_args']
+__all__ = ['KERNELS', 'LOSS_ONLY', 'hard_loss', 'soft_loss', 'quality_loss', 'vfl_loss',
+           'sample_args']
 
 
 def _sigmoid_terms(x: Tensor, t: Tensor, e: Tensor):
@@ -133,33 +134,15 @@ def vfl_loss_and_grad(x, t, alpha, gamma, iou_weighted):
     return vfl_loss(x, t, alpha, gamma, iou_weighted, with_grad=True)
 
 
-# Summed variants for reduction 'sum'/'mean' without weights: the element-wise loss is never
-# written to memory (one full-size tensor less to allocate, fill and read back).
-def hard_loss_sum_and_grad(x, positive, a_pos, a_neg, gamma):
-    loss, grad = hard_loss(x, positive, a_pos, a_neg, gamma, with_grad=True)
-    return loss.sum(), grad
-
-
-def soft_loss_sum_and_grad(x, t, a_pos, a_neg, gamma):
-    loss, grad = soft_loss(x, t, a_pos, a_neg, gamma, with_grad=True)
-    return loss.sum(), grad
-
-
-def quality_loss_sum_and_grad(x, y, beta):
-    loss, grad = quality_loss(x, y, beta, with_grad=True)
-    return loss.sum(), grad
-
-
-def vfl_loss_sum_and_grad(x, t, alpha, gamma, iou_weighted):
-    loss, grad = vfl_loss(x, t, alpha, gamma, iou_weighted, with_grad=True)
-    return loss.sum(), grad
-
-
 # name -> kernel; the name is also the compile cache key (see .compile_backend)
 KERNELS: Dict[str, Callable] = {fn.__name__: fn for fn in (
-    hard_loss, hard_loss_and_grad, hard_loss_sum_and_grad, soft_loss, soft_loss_and_grad,
-    soft_loss_sum_and_grad, quality_loss, quality_loss_and_grad, quality_loss_sum_and_grad,
-    vfl_loss, vfl_loss_and_grad, vfl_loss_sum_and_grad)}
+    hard_loss, hard_loss_and_grad, soft_loss, soft_loss_and_grad, quality_loss,
+    quality_loss_and_grad, vfl_loss, vfl_loss_and_grad)}
+
+
+# kernel name -> the loss-only function whose ``with_grad=True`` form it is (the backward of
+# a ``create_graph`` pass differentiates that closed form with autograd)
+LOSS_ONLY: Dict[str, Callable] = {name: KERNELS[name.split('_and_grad')[0]] for name in KERNELS}
 
 
 def sample_args(name: str, dtype: torch.dtype, device: str, n: int) -> tuple:

@@ -27,7 +27,7 @@ from ._common import compute_dtype, reduce
 from .fused import fused_loss
 from .logspace import exact_bce, log_one_minus_p_t, signed_logit
 from .stabilizer import modulating_factor
-from .targets import check_probability_targets
+from .targets import check_label_range, check_probability_targets
 from .validation import (
     check_alpha,
     check_eps,
@@ -45,14 +45,14 @@ def _hard_labels(targets: Tensor, detect_in_floats: bool) -> Optional[Tensor]:
     """Targets as a bool mask of positives when they are hard labels, else None.
 
     Bool targets are used as they are; integer targets must be 0/1 (ValueError otherwise). Float
-    targets must be probabilities in [0, 1] (ValueError naming the likely cause otherwise); the
-    same host sync finds out whether they are all 0/1, which buys the cheaper hard-label path
-    (only asked where that path exists)."""
+    targets must be probabilities in [0, 1] (ValueError naming the likely cause otherwise); on
+    the CPU the same host read finds out whether they are all 0/1, which buys the cheaper
+    hard-label path (only asked where that path exists; on CUDA nothing is read on the host,
+    and float targets take the soft path, exact for 0/1 too: see :mod:`.value_checks`)."""
     if targets.dtype == torch.bool:
         return targets
     if not targets.is_floating_point():
-        if bool(((targets != 0) & (targets != 1)).any()):
-            raise ValueError('integer targets must be hard labels 0 or 1')
+        check_label_range(targets, 0, 1, 'integer targets', ' (hard labels 0 or 1)')
         return targets.bool()
     if check_probability_targets(targets, detect_hard=detect_in_floats):
         return targets.bool()

@@ -6,10 +6,10 @@ with negative IoU scores returns a finite number that trains towards nothing. Th
 causes are a mask still in 0-255 pixels and labels encoded as -1/1. Every loss taking
 probabilities or scores as targets therefore checks them once per call and names the cause.
 
-Cost and design: one fused min/max pass over the targets (``torch.aminmax``) and one host
-synchronisation per call. ``sigmoid_focal_loss`` on float targets already synchronises once to
-find out whether they are hard 0/1 labels (that buys the cheaper exact path); the range check
-rides on the same synchronisation, so it adds a read of the targets and no extra sync there.
+Cost and design: one fused min/max pass over the targets (``torch.aminmax``); on the CPU one
+host read per call, on CUDA none (the verdict is read once it has arrived, see
+:mod:`.value_checks`). On the CPU ``sigmoid_focal_loss`` on float targets also finds out
+whether they are hard 0/1 labels (that buys the cheaper exact path) in the same read.
 ``tools/benchmark_losses.py`` measures the check against the fused loss (results in
 ``results/benchmark_losses.md``). Where even that matters (a production run whose targets
 are known good), turn it off: ``set_target_check(False)`` or ``FOCAL_PLUGIN_CHECK_TARGETS=0``.
@@ -26,6 +26,8 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+
+from .value_checks import check_values, is_deferred
 
 __all__ = ['check_probability_targets', 'set_target_check', 'get_target_check']
 
@@ -55,32 +57,58 @@ def _likely_cause(lo: float, hi: float) -> str:
     return 'scores below 0 (e.g. an IoU computed as negative): clamp them to [0, 1]'
 
 
+def _range_verdict(name: str):
+    def verdict(values):
+        lo, hi = values[0], values[1]
+        if lo >= 0.0 and hi <= 1.0:  # NaN fails both comparisons
+            return None
+        if math.isnan(lo) or math.isnan(hi):
+            return f'{name} contain NaN; {name} must be probabilities/scores in [0, 1]'
+        return (f'{name} must be probabilities/scores in [0, 1], got min {lo + 0.0:g}, max '
+                f'{hi + 0.0:g}: {_likely_cause(lo, hi)}')
+    return verdict
+
+
 def check_probability_targets(targets: Tensor, name: str = 'targets',
                               detect_hard: bool = False) -> Optional[bool]:
-    """Raise ``ValueError`` unless every element of the float tensor ``targets`` is in [0, 1].
+    """Raise ``ValueError`` unless every element of the float tensor ``targets`` is in [0, 1]
+    (at once, or on CUDA once the verdict has reached the host: :mod:`.value_checks`).
 
     With ``detect_hard=True`` also return whether all targets are exactly 0 or 1, computed in
-    the same host synchronisation (``None`` otherwise). The check is skipped when turned off
+    the same host synchronisation, where the check is immediate; where it is deferred nothing
+    is read on the host, and the answer is None (unknown: the caller takes the soft path,
+    exact for hard labels too). The range check is skipped when turned off
     (:func:`set_target_check`); the hard-label detection is not.
     """
     if targets.numel() == 0:
         return True if detect_hard else None
     t = targets.detach()
-    stats = []
-    if _enabled:
-        stats += list(torch.aminmax(t))  # NaN propagates into both
-    if detect_hard:
-        stats.append(((t == 0) | (t == 1)).all().to(t.dtype))
-    if not stats:
+    deferred = is_deferred(t)
+    hard = detect_hard and not deferred
+    if not _enabled and not hard:
         return None
-    values = torch.stack(stats).tolist()  # the one host sync
-    if _enabled:
-        lo, hi = values[0], values[1]
-        if not (lo >= 0.0 and hi <= 1.0):  # NaN fails both comparisons
-            if math.isnan(lo) or math.isnan(hi):
-                count = int(torch.isnan(t).sum())
-                raise ValueError(f'{name} contain NaN ({count} of {t.numel()} elements); '
-                                 f'{name} must be probabilities/scores in [0, 1]')
-            raise ValueError(f'{name} must be probabilities/scores in [0, 1], got min '
-                             f'{lo + 0.0:g}, max {hi + 0.0:g}: {_likely_cause(lo, hi)}')
-    return bool(values[-1]) if detect_hard else None
+    stats = list(torch.aminmax(t)) if _enabled else [t.new_zeros(()), t.new_ones(())]
+    if hard:
+        stats.append(((t == 0) | (t == 1)).all().to(t.dtype))
+    values = check_values(torch.stack(stats), _range_verdict(name))  # NaN reaches min and max
+    return bool(values[-1]) if hard else None
+
+
+def check_label_range(labels: Tensor, low: int, high: int, name: str, meaning: str = '',
+                      valid: Optional[Tensor] = None) -> None:
+    """Raise ``ValueError`` unless every integer label (where ``valid``, if given) is in
+    ``[low, high]``; ``meaning`` is appended to the rule in the message (e.g. what ``high``
+    stands for). Without a host sync on CUDA (:mod:`.value_checks`)."""
+    if labels.numel() == 0:
+        return
+    t = labels.detach()
+    if valid is not None:  # ignored entries are replaced by a value in range, not removed
+        t = torch.where(valid, t, low)  # (boolean indexing would need the count on the host)
+    lo, hi = torch.aminmax(t)
+
+    def verdict(values):
+        if low <= values[0] and values[1] <= high:
+            return None
+        return (f'{name} must be in [{low}, {high}]{meaning}, got min {int(values[0])}, '
+                f'max {int(values[1])}')
+    check_values(torch.stack([lo, hi]), verdict)

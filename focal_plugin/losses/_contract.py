@@ -2,7 +2,9 @@
 
 Every registered loss computes an element-wise loss with :mod:`focal_plugin.functional` and
 hands it to :func:`weighted_reduce`, which follows ``mmdet.models.losses.weight_reduce_loss``
-(and uses it), with two differences users of mmdet rely on implicitly: a bad weight shape is a
+(written out here: importing it would import all of ``mmdet.models`` and mmcv's compiled ops,
+and the loss modules need only MMEngine; ``tests/losses`` compares the two when mmdet is
+installed), with two differences users of mmdet rely on implicitly: a bad weight shape is a
 ``ValueError`` naming ``weight`` (mmdet asserts), and an empty loss (zero anchors) reduces to a
 finite 0 with zero gradients (``mean`` of nothing is NaN in PyTorch).
 """
@@ -10,12 +12,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from mmdet.models.losses.utils import weight_reduce_loss
+import torch
 from torch import Tensor
 
 from ..functional.validation import check_eps, check_reduction, check_stabilizer
 
-__all__ = ['resolve_reduction', 'weighted_reduce', 'check_loss_weight',
+__all__ = ['resolve_reduction', 'weighted_reduce', 'weight_reduce_loss', 'check_loss_weight',
            'set_common_arguments', 'InvalidReductionError']
 
 
@@ -62,6 +64,22 @@ def _match_weight(weight: Tensor, loss: Tensor) -> Tensor:
     raise ValueError(f'weight of shape {tuple(weight.shape)} does not fit a loss of shape '
                      f'{tuple(loss.shape)}: expected {tuple(loss.shape)}, '
                      f'({loss.shape[0] if loss.ndim else 1},) or ({loss.numel()},)')
+
+
+def weight_reduce_loss(loss: Tensor, weight: Optional[Tensor] = None, reduction: str = 'mean',
+                       avg_factor: Optional[float] = None) -> Tensor:
+    """mmdet's ``weight_reduce_loss``: weight element-wise, then reduce, or, with
+    ``avg_factor``, sum and divide by ``avg_factor + eps`` (float32's eps: ``avg_factor=0`` is
+    allowed on purpose, heads pass it when a batch has no positive)."""
+    if weight is not None:
+        loss = loss * weight
+    if avg_factor is None:
+        return loss if reduction == 'none' else loss.sum() if reduction == 'sum' else loss.mean()
+    if reduction == 'mean':
+        return loss.sum() / (avg_factor + torch.finfo(torch.float32).eps)
+    if reduction != 'none':
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    return loss
 
 
 def weighted_reduce(loss: Tensor, weight: Optional[Tensor], reduction: str,

@@ -5,10 +5,10 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..functional import sigmoid_focal_loss, softmax_focal_loss
+from ..functional.targets import check_label_range
 from ..functional.validation import check_alpha, check_exponent
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
@@ -28,10 +28,10 @@ def index_to_onehot(pred: Tensor, target: Tensor) -> Tensor:
                          f'the shape of pred {tuple(pred.shape)}; got {target.dtype} '
                          f'{tuple(target.shape)}')
     num_classes = pred.shape[1]
-    if target.numel() and bool(((target < 0) | (target > num_classes)).any()):
-        raise ValueError(f'target labels must be in [0, {num_classes}] ({num_classes} = '
-                         f'background), got min {int(target.min())}, max {int(target.max())}')
-    return F.one_hot(target.long(), num_classes + 1)[:, :num_classes].bool()
+    check_label_range(target, 0, num_classes, 'target labels',
+                      f' ({num_classes} = background)')
+    # by comparison, not F.one_hot: no host sync, and a bad label never indexes memory
+    return target.unsqueeze(1) == torch.arange(num_classes, device=target.device)
 
 
 @register_model

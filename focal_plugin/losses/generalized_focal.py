@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ..functional import quality_focal_loss, varifocal_loss
+from ..functional.targets import check_label_range
 from ..functional.validation import check_alpha, check_exponent
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
@@ -26,12 +28,11 @@ def dense_quality_target(pred: Tensor, target: Tuple[Tensor, Tensor]) -> Tensor:
                          f'{tuple(labels.shape)} and {tuple(scores.shape)}')
     if labels.is_floating_point():
         raise TypeError(f'labels must be an integer tensor, got {labels.dtype}')
-    if num and bool(((labels < 0) | (labels > num_classes)).any()):
-        raise ValueError(f'labels must be in [0, {num_classes}] ({num_classes} = background)')
-    dense = pred.new_zeros((num, num_classes + 1), dtype=scores.dtype
-                           if scores.is_floating_point() else pred.dtype)
-    dense.scatter_(1, labels.long().unsqueeze(1), scores.to(dense.dtype).unsqueeze(1))
-    return dense[:, :num_classes]
+    check_label_range(labels, 0, num_classes, 'labels', f' ({num_classes} = background)')
+    dtype = scores.dtype if scores.is_floating_point() else pred.dtype
+    # by comparison, not scatter_: no host sync, and a bad label never indexes memory
+    onehot = labels.unsqueeze(1) == torch.arange(num_classes, device=labels.device)
+    return torch.where(onehot, scores.to(dtype).unsqueeze(1), 0.0)
 
 
 @register_model

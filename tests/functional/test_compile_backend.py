@@ -28,7 +28,7 @@ def test_compiled_kernels_do_not_recompile_per_shape():
     assert graphs >= len(KERNELS)  # the counter does count our kernels
     for n in (13, 1000, 4567, 120 * 80):  # anchor counts vary from batch to batch
         x = torch.randn(n, 5)
-        for reduction in ('none', 'sum'):  # element-wise and summed kernels
+        for reduction in ('none', 'sum'):  # element-wise kernels, torch's reduction
             loss, grad = run(x, x > 1, 'compile', reduction, gamma=0.5)
             ref_loss, ref_grad = run(x, x > 1, 'off', reduction, gamma=0.5)
             torch.testing.assert_close(loss, ref_loss)

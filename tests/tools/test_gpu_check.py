@@ -43,10 +43,15 @@ def test_gpu_check_runs_on_cpu_and_writes_every_table(tmp_path):
                if r['variant'] == 'original (none)' and float(r['gamma']) < 1)
 
     speed = table_rows(out / 'speed.md')
-    assert {r['variant'] for r in speed} >= {'fused exact (compiled)', 'copy of the logits'}
+    assert {r['variant'] for r in speed} >= {
+        'fused exact (compiled)', 'fused exact, mean', "fused exact, 'none' + sum",
+        'fused exact, float 0/1 targets', 'StableFocalLoss (labels, weights, avg_factor)',
+        'copy of the logits'}
     assert all(r['peak MB above inputs'] == 'CUDA only' for r in speed)
     compile_rows = {r['check']: r['result'] for r in table_rows(out / 'compile.md')}
     assert compile_rows['new graphs over 5 anchor counts'] == '0'
+    cliff = {k: v for k, v in compile_rows.items() if k.startswith('cliff')}
+    assert len(cliff) == 3 and all(v.endswith('x)') for v in cliff.values()), cliff
     assert compile_rows['auto backend: switched at step'] not in ('None', '0')
     assert float(compile_rows['auto backend: loss rel diff across switch']) < 1e-6
     autocast = {r['autocast dtype']: r for r in table_rows(out / 'autocast.md')}

@@ -1,0 +1,133 @@
+"""Checks of tensor *values* (label ranges, probability targets) that never wait on the device.
+
+To raise, a check of values needs its verdict on the host. On CUDA, reading it (``.item()``,
+``.tolist()``, ``bool(t)``) blocks the host until the GPU has run everything queued before it:
+one stall per loss call, five per RetinaNet step (one call per FPN level). So on CUDA the
+statistics a check needs (a min and a max, say) are reduced on the device into a small tensor,
+copied to pinned host memory without blocking, and judged once they have arrived: at a later
+loss call, which polls a CUDA event (``Event.query()``, never ``synchronize()``), or at
+:func:`flush_value_checks`. The ``ValueError`` then names the argument, its values and how many
+calls ago they were passed. Where there is no device to wait for (CPU), the check is immediate.
+
+Modes (``FOCAL_PLUGIN_VALUE_CHECKS`` environment variable, or :func:`set_value_check_mode`):
+
+- ``'auto'`` (default): deferred for CUDA tensors, immediate otherwise;
+- ``'immediate'``: always read at once (one host synchronisation per check on CUDA);
+- ``'deferred'``: always deferred, CPU included (to test the CUDA behaviour without a GPU).
+
+What deferral costs: a bad value is reported one or more calls late (in training, at the next
+iteration), after the loss of the bad call has been computed; a process that ends with a
+verdict pending logs it at exit (:func:`flush_value_checks` raises it earlier). Bad *labels*
+never index memory in this package (masks are built by comparison, not ``one_hot`` or
+``scatter``), so a late report is the worst that happens.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from collections import deque
+from typing import Callable, List, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ['MODES', 'check_values', 'flush_value_checks', 'set_value_check_mode',
+           'get_value_check_mode', 'is_deferred']
+
+MODES = ('auto', 'immediate', 'deferred')
+MAX_PENDING = 256  # a bound on memory only: the GPU is never that many loss calls behind
+
+_logger = logging.getLogger(__name__)
+Verdict = Callable[[List[float]], Optional[str]]
+_mode = os.environ.get('FOCAL_PLUGIN_VALUE_CHECKS', 'auto').strip().lower()
+_pending: deque = deque()  # (host copy, event or None, verdict)
+
+
+def set_value_check_mode(mode: str) -> None:
+    """``'auto'`` | ``'immediate'`` | ``'deferred'`` (see the module docstring)."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    _mode = mode
+
+
+def get_value_check_mode() -> str:
+    if _mode not in MODES:
+        raise ValueError(f'FOCAL_PLUGIN_VALUE_CHECKS must be one of {MODES}, got {_mode!r}')
+    return _mode
+
+
+def is_deferred(tensor: Tensor) -> bool:
+    """Whether a check of ``tensor`` is deferred (the caller then cannot branch on values)."""
+    mode = get_value_check_mode()
+    return mode == 'deferred' or (mode == 'auto' and tensor.device.type == 'cuda')
+
+
+def _raise(verdict: Verdict, values: List[float], deferred: bool) -> None:
+    message = verdict(values)
+    if message is None:
+        return
+    if deferred:
+        message += (' (checked without waiting on the device and reported at a later check: '
+                    'the call that passed it has returned; see FOCAL_PLUGIN_VALUE_CHECKS)')
+    _pending.clear()  # one error at a time; later verdicts may be consequences of the same data
+    raise ValueError(message)
+
+
+def _judge_arrived() -> None:
+    """Judge the pending checks whose statistics have reached the host, oldest first."""
+    while _pending:
+        host, event, verdict = _pending[0]
+        if event is not None and not event.query():
+            return  # still on its way; the stream runs in order, so are the later ones
+        _pending.popleft()
+        _raise(verdict, host.tolist(), True)
+
+
+def check_values(stats: Tensor, verdict: Verdict) -> Optional[List[float]]:
+    """Judge ``stats`` (a small 1-D tensor reduced from the checked tensor, on its device) with
+    ``verdict`` (their values as a list -> an error message, or None when they are fine):
+    now, or once they have reached the host (see the module docstring). Either way the
+    verdicts of earlier deferred checks that have arrived are judged first. Returns the values
+    when the check was immediate (the caller may use them), None when it is deferred."""
+    _judge_arrived()
+    if not is_deferred(stats):
+        values = stats.tolist()
+        _raise(verdict, values, False)
+        return values
+    stats = stats.detach()
+    if stats.device.type == 'cuda':
+        host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
+        host.copy_(stats, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+    else:  # deferral forced on CPU: the copy is there at once, judged at the next check
+        host, event = stats.clone(), None
+    host.is_host_copy = True  # reading it never waits on a device (tests count the others)
+    _pending.append((host, event, verdict))
+    if len(_pending) > MAX_PENDING:
+        oldest = _pending[0][1]
+        if oldest is not None:
+            oldest.synchronize()
+        _judge_arrived()
+    return None
+
+
+def flush_value_checks() -> None:
+    """Wait for every pending check and raise the first failed one (end of an epoch, end of
+    training, a test)."""
+    for _, event, _ in _pending:
+        if event is not None:
+            event.synchronize()
+    _judge_arrived()
+
+
+@atexit.register
+def _report_at_exit() -> None:
+    try:
+        flush_value_checks()
+    except ValueError as err:  # nobody left to catch it: say it
+        _logger.error('focal_plugin: %s', err)
+    except Exception:  # noqa: BLE001  (CUDA already torn down: nothing left to report)
+        pass

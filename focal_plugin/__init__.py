@@ -1,10 +1,16 @@
 """focal_plugin: numerically stable focal-family losses and a gradient audit hook for
 MMDetection 3.x.
 
-``import focal_plugin`` (or ``custom_imports=dict(imports=['focal_plugin'])`` in a config)
-registers every loss, hook, model and dataset of the package. The pure math lives in
-:mod:`focal_plugin.functional`, which needs only PyTorch: without MMDetection installed the
-package imports and ``focal_plugin.functional`` works, and nothing is registered.
+Three layers, each importing only downward:
+
+- math (:mod:`focal_plugin.functional`): PyTorch only;
+- engine (hooks, losses, stress engine and models, MNIST/CIFAR datasets, metrics, loops):
+  + MMEngine; ``import focal_plugin`` registers it in MMEngine's root registries (and the
+  losses and datasets in mmdet's too when MMDetection is installed);
+- detection (:mod:`focal_plugin.detection`: the shapes dataset): + MMDetection and mmcv
+  (``pip install 'focal_plugin[mmdet]'``), imported only when mmdet is installed.
+
+Without MMEngine only ``focal_plugin.functional`` is there and nothing is registered.
 """
 from importlib.util import find_spec
 
@@ -12,6 +18,8 @@ from . import functional  # noqa: F401
 
 __version__ = '0.1.0'
 
-if find_spec('mmdet') is not None:
-    # Import errors from here on are real (e.g. an mmcv/mmdet mismatch) and must surface.
+# Import errors from here on are real (e.g. an mmcv/mmdet mismatch) and must surface.
+if find_spec('mmengine') is not None:
     from . import datasets, hooks, losses, models, stress  # noqa: F401  (registers classes)
+    if find_spec('mmdet') is not None:
+        from . import detection  # noqa: F401

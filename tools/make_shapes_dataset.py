@@ -3,12 +3,12 @@
     .venv/bin/python tools/make_shapes_dataset.py --out data/shapes --seed 0
 
 The shapes configs also generate it on first use (``ShapesCocoDataset``); this CLI is for
-other sizes, seeds or locations. The generator lives in ``focal_plugin/datasets/shapes.py``.
+other sizes, seeds or locations. The generator lives in ``focal_plugin/detection/shapes.py``.
 """
 import argparse
 import time
 
-from focal_plugin.datasets.shapes import make_shapes_dataset
+from focal_plugin.detection.shapes import make_shapes_dataset
 
 
 def main() -> None:

@@ -108,7 +108,7 @@ if ! "$PY" -c 'import mmcv, mmcv.ops, sys; from mmcv.ops import nms' 2>/dev/null
 fi
 
 step "mmdet, focal_plugin (editable) and test tools"
-pip_install --no-build-isolation mmdet -e "$ROOT" pytest ruff
+pip_install --no-build-isolation mmdet -e "$ROOT[mmdet]" pytest ruff
 
 step "verifying the stack"
 verify

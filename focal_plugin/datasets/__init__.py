@@ -1,9 +1,7 @@
-"""Datasets of the stress tests and the offline detection set (registered on import), and the
-stress tests' evaluation metric."""
+"""Datasets of the stress tests (registered on import) and their evaluation metric: the engine
+layer, torch + mmengine only (the offline detection set is in :mod:`focal_plugin.detection`)."""
 from .cifar import CIFAR10AnimalsVehicles
 from .metrics import BinaryAccuracy
 from .mnist import BinaryMNIST, MNISTSegmentation
-from .shapes import ShapesCocoDataset
 
-__all__ = ['BinaryMNIST', 'MNISTSegmentation', 'CIFAR10AnimalsVehicles', 'BinaryAccuracy',
-           'ShapesCocoDataset']
+__all__ = ['BinaryMNIST', 'MNISTSegmentation', 'CIFAR10AnimalsVehicles', 'BinaryAccuracy']

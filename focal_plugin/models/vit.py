@@ -1,6 +1,8 @@
-"""torchvision's VisionTransformer, trained from scratch, with one output logit."""
+"""torchvision's VisionTransformer, trained from scratch, with one output logit.
+
+torchvision is imported when a ViT is built, not with the package: the engine layer needs only
+torch + mmengine, and only the CIFAR ViT stress configs need torchvision."""
 import torch.nn.functional as F
-from torchvision.models import VisionTransformer
 
 from focal_plugin.registry import register_model
 
@@ -45,6 +47,11 @@ class ViTBinaryClassifier(BinaryLogitModel):
             raise ValueError(f"image_size ({settings['image_size']}) must be a multiple of "
                              f"patch_size ({settings['patch_size']})")
         self.image_size = settings['image_size']
+        try:
+            from torchvision.models import VisionTransformer
+        except ImportError as err:
+            raise ImportError('ViTBinaryClassifier needs torchvision (pip install '
+                              'torchvision, the release paired with your torch)') from err
         self.net = VisionTransformer(**settings, dropout=dropout,
                                      attention_dropout=attention_dropout, num_classes=1)
 

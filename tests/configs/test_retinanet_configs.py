@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DETECTION_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'retinanet', '*.py')) +
                            glob.glob(os.path.join(ROOT, 'configs', 'gfl', '*.py')))
 
-from focal_plugin.datasets import shapes  # noqa: E402
+from focal_plugin.detection import shapes  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -64,14 +64,19 @@ def test_config_parses_and_builds(path):
     assert type(model.bbox_head.loss_cls).__name__ == loss_cls.type
     # what each file name claims about its loss
     name = os.path.basename(path)
-    if 'stable' in name or 'qfl' in name:
+    if 'stable' in name:
         assert loss_cls.type.startswith('Stable')
         assert loss_cls.get('stabilizer', 'exact') == 'exact'
     if 'mmdet-focal' in name:
         assert loss_cls.type == 'FocalLoss'
+    if 'mmdet-qfl' in name or name == 'gfl_r18_fpn_shapes-cpu_base.py':
+        assert loss_cls.type == 'QualityFocalLoss'
     for tag, gamma in (('g0.5', 0.5), ('g2', 2.0)):
         if tag in name:
             assert loss_cls.gamma == gamma
+    for tag, beta in (('b0.5', 0.5), ('b2', 2.0)):
+        if tag in name:
+            assert loss_cls.beta == beta
     # every shipped detection config audits its updates with the plugin's hook
     hooks = [h['type'] for h in cfg.get('custom_hooks', [])]
     assert 'GradientSanitizerHook' in hooks

@@ -24,7 +24,7 @@ from mmengine.hooks import CheckpointHook
 from torch import Tensor
 
 from .errors import NonFiniteCheckpointError
-from .events import float_state, nonfinite_tensor_list
+from .events import checked_state, float_state, nonfinite_tensor_list
 from .finite_check import any_nonfinite
 from .interception import InstancePatches
 
@@ -80,10 +80,11 @@ class CheckpointGuard:
 
 
 def check_checkpoint(checkpoint: dict, iter: int, last_good: str | None,
-                     max_listed: int) -> None:
+                     max_listed: int, inf_allowed: frozenset = frozenset()) -> None:
     """Raise :class:`NonFiniteCheckpointError` if the checkpoint's ``state_dict`` holds NaN/Inf
-    (rank 0 only, inside ``Runner.save_checkpoint``: raising is the only veto there)."""
-    named = float_state(checkpoint.get('state_dict', {}))
+    (rank 0 only, inside ``Runner.save_checkpoint``: raising is the only veto there);
+    ``inf_allowed``: tensors whose +-inf are legitimate (:func:`.events.checked_state`)."""
+    named = checked_state(float_state(checkpoint.get('state_dict', {})), inf_allowed)
     if not any_nonfinite([[t for _, t in named]])[0]:
         return
     bad = nonfinite_tensor_list([n for n, _ in named], [t for _, t in named])

@@ -33,6 +33,23 @@ def float_state(state_dict: dict) -> list[tuple[str, Tensor]]:
             if isinstance(t, Tensor) and t.is_floating_point()]
 
 
+def infinite_before_training(named: list[tuple[str, Tensor]]) -> frozenset:
+    """Names of the tensors that hold +-inf and no NaN before training: legitimate values (an
+    attention mask's -inf, a quantization observer's +-inf min/max), not corruption."""
+    return frozenset(name for name, t in named
+                     if bool(torch.isinf(t).any()) and not bool(torch.isnan(t).any()))
+
+
+def checked_state(named: list[tuple[str, Tensor]], inf_allowed: frozenset) -> list:
+    """The model state as the finiteness rule sees it: NaN anywhere is corruption; +-inf is
+    corruption except in the tensors that held +-inf before training (their infs are masked
+    here, their NaNs are not)."""
+    if not inf_allowed:
+        return named
+    return [(name, torch.where(torch.isinf(t), 0.0, t.detach()) if name in inf_allowed else t)
+            for name, t in named]
+
+
 def gradient_values(param: Tensor) -> Tensor:
     """``param.grad``, or the values of a sparse gradient (coalesced in place)."""
     if param.grad.is_sparse:

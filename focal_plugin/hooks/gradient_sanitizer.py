@@ -27,7 +27,16 @@ from focal_plugin.registry import register_hook
 
 from .checkpoint_guard import CheckpointGuard, check_checkpoint, save_last_good_state
 from .consensus import agree_any_flags, agreed_nonfinite, rank_and_world
-from .events import UpdateWindow, finalize, float_state, named_gradients, state_draft, update_draft
+from .events import (
+    UpdateWindow,
+    checked_state,
+    finalize,
+    float_state,
+    infinite_before_training,
+    named_gradients,
+    state_draft,
+    update_draft,
+)
 from .finite_check import any_nonfinite, floating_tensors, zero_nonfinite_
 from .interception import (
     InstancePatches,
@@ -126,14 +135,15 @@ class GradientSanitizerHook(Hook):
         self._runner = None
         self._rank, self._world_size = 0, 1
         self._param_names: dict[int, str] = {}
-        self._state_tensors: list[tuple[str, Tensor]] = []
+        self._inf_allowed: frozenset = frozenset()  # state tensors with +-inf before training
         self._wrapper_names: list[str] = []
         self._buffers: BufferSnapshot | None = None
         self._interruptible = False
         self._reporter = Reporter(JsonReport('', {}, 1, 1, enabled=False))
         self._window = UpdateWindow()  # the iterations since the last optimizer update
         self._losses: dict[str, list[Tensor]] = {}
-        self._audit_due: set[str] = set()
+        self._audit_due: set[str] = set()  # wrappers whose next step is audited
+        self._audit_iteration = False  # every step of this iteration is audited
         self._stepped = self._audited = False  # this iteration
         self._drafts: list[dict] = []
 
@@ -159,7 +169,7 @@ class GradientSanitizerHook(Hook):
         self._resumed_state = None
         model = unwrap_model(runner)
         self._param_names = {id(p): name for name, p in model.named_parameters()}
-        self._state_tensors = float_state(model.state_dict(keep_vars=True))
+        self._inf_allowed = infinite_before_training(self._model_state())
         if self.rule.policy is not Policy.WARN:
             self._buffers = BufferSnapshot(model)
         wrappers = optim_wrappers(runner)
@@ -171,9 +181,9 @@ class GradientSanitizerHook(Hook):
         self._wrapper_names = [name for name, _ in wrappers]
         self._interruptible = make_epoch_interruptible(runner.train_loop, self._patches)
         if self.options.protect_checkpoints:
-            CheckpointGuard(lambda r: float_state(unwrap_model(r).state_dict(keep_vars=True)),
-                            agreed_nonfinite, self._refuse_checkpoint,
-                            self._checkpoint_saved).install(runner.hooks, self._patches)
+            guard = CheckpointGuard(lambda r: self._model_state(), agreed_nonfinite,
+                                    self._refuse_checkpoint, self._checkpoint_saved)
+            guard.install(runner.hooks, self._patches)
         self._reporter = self._open_report(runner, resumed)
         if not wrappers:
             self._reporter.log('no OptimWrapper found on the runner: gradients will NOT be '
@@ -190,6 +200,7 @@ class GradientSanitizerHook(Hook):
         path = osp.join(runner.work_dir, opts.report_file) if opts.report_file else ''
         report = JsonReport(path, opts.as_config(), self._world_size, opts.max_reported_events,
                             enabled=bool(path) and self._rank == 0)
+        report.check_writable()
         if resumed and path:
             report.load_events(path)  # the events of the interrupted run stay in the report
         return Reporter(report, self._rank, opts.max_listed)
@@ -198,7 +209,11 @@ class GradientSanitizerHook(Hook):
         self._stepped = self._audited = False
         if not self._window and self._buffers is not None:
             self._buffers.take()  # state before this update's first forward pass
-        if self.every_n_train_iters(runner, self.options.interval):
+        # Due: every step of an audit iteration (a wrapper may step several times in one:
+        # k discriminator updates, a batch in chunks), and a wrapper's first step after one
+        # (an accumulation window that ends later).
+        self._audit_iteration = self.every_n_train_iters(runner, self.options.interval)
+        if self._audit_iteration:
             self._audit_due.update(self._wrapper_names)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
@@ -234,7 +249,7 @@ class GradientSanitizerHook(Hook):
         checkpoint[CHECKPOINT_KEY] = self.state_dict()
         if self.options.protect_checkpoints:
             check_checkpoint(checkpoint, runner.iter + 1, self.last_good_checkpoint,
-                             self.options.max_listed)
+                             self.options.max_listed, self._inf_allowed)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Applied in before_train, and only when resuming (runner.iter > 0 then): counters
@@ -257,7 +272,7 @@ class GradientSanitizerHook(Hook):
             losses = self._losses.pop(name, [])
             if self.rule.stop_decided:
                 return None  # a stop was decided earlier in this iteration
-            if name not in self._audit_due:
+            if name not in self._audit_due and not self._audit_iteration:
                 return original(*args, **kwargs)
             self._audit_due.discard(name)
             self._audited = True
@@ -320,11 +335,19 @@ class GradientSanitizerHook(Hook):
         self._reporter.write(self.counters, self.last_good_checkpoint, **fields)
 
     # ------------------------------------------------------ the model's own state
+    def _model_state(self) -> list[tuple[str, Tensor]]:
+        """The model's float tensors as the finiteness rule sees them, looked up now: a
+        buffer replaced by assignment in forward is the live one, not the one of
+        before_train (see :func:`.events.checked_state` for the +-inf rule)."""
+        state = unwrap_model(self._runner).state_dict(keep_vars=True)
+        return checked_state(float_state(state), self._inf_allowed)
+
     def _check_parameters(self) -> bool:
-        if not agreed_nonfinite(self._state_tensors):
+        state = self._model_state()
+        if not agreed_nonfinite(state):
             return False
         action = self.rule.on_corrupt_state()
-        self._drafts.append(state_draft(EventKind.PARAMETER, self._state_tensors, action,
+        self._drafts.append(state_draft(EventKind.PARAMETER, state, action,
                                         self._runner, self.last_good_checkpoint))
         self._publish()
         return True
@@ -356,7 +379,7 @@ class GradientSanitizerHook(Hook):
         log, at = self._reporter.log, f'stopping training at iter {runner.iter + 1}'
         # Dropped updates keep the weights good, but NaN can also get in without an update
         # (a corrupt checkpoint, a buggy hook): check, once, before calling them good.
-        if not agreed_nonfinite(self._state_tensors):
+        if not agreed_nonfinite(self._model_state()):
             saved = self.last_good_checkpoint = save_last_good_state(runner, self._rank)
             log(f'{at}: the last good state (the offending update was not applied) is saved '
                 f'to {saved}', logging.ERROR)

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import os.path as osp
 from typing import Any
+
+from mmengine.logging import print_log
 
 from focal_plugin.jsonio import write_json
 
@@ -198,8 +201,31 @@ class JsonReport:
         else:
             self.data['amp_overflows_not_listed'] += 1
 
+    def check_writable(self) -> None:
+        """Raise ``ValueError`` naming ``report_file`` unless the report can be written where
+        it is configured (checked once the work_dir is known, before any training)."""
+        if not self.enabled:
+            return
+        folder = osp.dirname(self.path) or '.'
+        problem = ('is a directory' if osp.isdir(self.path) else
+                   f'its folder {folder} does not exist' if not osp.isdir(folder) else
+                   f'its folder {folder} is not writable' if not os.access(folder, os.W_OK)
+                   else None)
+        if problem:
+            raise ValueError(f'report_file: the report {self.path} cannot be written: '
+                             f'{problem} (report_file is relative to work_dir; None turns '
+                             'the report off)')
+
     def write(self, counters: dict, **fields: Any) -> None:
+        """Rewrite the file. A failure (disk full, folder removed) is logged, never raised:
+        the report must not end the training it protects."""
         self.data['counters'] = dict(counters)
         self.data.update(fields)
-        if self.enabled:
+        if not self.enabled:
+            return
+        try:
             write_json(self.path, self.data, indent=2, strict=True)
+        except OSError as err:
+            print_log(f'GradientSanitizerHook: could not write the report {self.path} '
+                      f'({type(err).__name__}: {err}); training goes on, events are still '
+                      'logged', logger='current', level=logging.ERROR)

@@ -23,24 +23,35 @@ class BufferSnapshot:
     """Copies of the changeable buffers of ``model``, refreshed by :meth:`take`."""
 
     def __init__(self, model: nn.Module):
-        # (module, qualified name, buffer) for every persistent buffer, in model order
-        self._entries: list[tuple[nn.Module, str, Tensor]] = []
+        # (module, its buffer's name, qualified name) for every persistent buffer, in model
+        # order; the tensor itself is looked up at each use: a module may replace a buffer by
+        # assignment (``self.buf = new``), and the live one is the one to copy and restore
+        self._entries: list[tuple[nn.Module, str, str]] = []
         for module_name, module in model.named_modules():
             non_persistent = getattr(module, '_non_persistent_buffers_set', set())
             for name, buffer in module.named_buffers(recurse=False):
                 if buffer is not None and name not in non_persistent:
                     full = f'{module_name}.{name}' if module_name else name
-                    self._entries.append((module, full, buffer))
+                    self._entries.append((module, name, full))
         self._copies: dict[str, Tensor] = {}
+
+    def _live(self):
+        """(module, qualified name, the buffer now) for every entry still holding a tensor."""
+        for module, local, full in self._entries:
+            buffer = getattr(module, local, None)
+            if isinstance(buffer, Tensor):
+                yield module, full, buffer
 
     def take(self) -> None:
         """Copy the buffers of the modules that are in training mode right now."""
         names, sources = [], []
-        for module, name, buffer in self._entries:
+        for module, name, buffer in self._live():
             if module.training:
                 names.append(name)
                 sources.append(buffer)
-        if [n for n in self._copies] != names:  # the set of training modules changed
+        if [n for n in self._copies] != names or any(  # training modules or shapes changed
+                c.shape != b.shape or c.dtype != b.dtype
+                for c, b in zip(self._copies.values(), sources)):
             self._copies = {n: b.detach().clone() for n, b in zip(names, sources)}
             return
         if not sources:
@@ -57,14 +68,18 @@ class BufferSnapshot:
         Returns the names of the buffers whose values this changed (diagnostic path)."""
         changed = []
         with torch.no_grad():
-            for _, name, buffer in self._entries:
+            for _, name, buffer in self._live():
                 copy = self._copies.get(name)
                 if copy is None:
                     continue
                 if only_nonfinite and (not buffer.is_floating_point()
                                        or bool(torch.isfinite(buffer).all())):
                     continue
-                if not torch.equal(buffer, copy):
+                if buffer.shape != copy.shape or not torch.equal(buffer, copy):
                     changed.append(name)
-                    buffer.copy_(copy)
+                    if buffer.shape == copy.shape:
+                        buffer.copy_(copy)
+                    else:  # replaced by a tensor of another shape: put the copy back
+                        module = next(m for m, _, full in self._entries if full == name)
+                        setattr(module, name.rsplit('.', 1)[-1], copy.clone())
         return changed

@@ -161,12 +161,13 @@ def main(argv=None) -> int:
     c.add_argument('roots', nargs='+', help='--root folders of run')
     c.add_argument('--out', default='work_dirs/detection/results')
     c.add_argument('--name', default='study', help='file name stem of the table and figure')
+    c.add_argument('--val-interval', type=int, default=250, help='as given to run')
     args = parser.parse_args(argv)
     if args.command == 'run':
         args.root = osp.abspath(args.root)
         return 1 if run(args) else 0
     from detection_tables import collect  # noqa: E402  (matplotlib only when collecting)
-    collect(args.roots, args.out, CONFIGS, args.name)
+    collect(args.roots, args.out, CONFIGS, args.name, args.val_interval)
     return 0
 
 

@@ -20,16 +20,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_s')
 
 
-def read_job(work_dir: str) -> dict:
+def read_job(work_dir: str, val_interval: int) -> dict:
+    """MMEngine logs a validation of an iteration-based loop with ``step`` 0: its iteration is
+    the first multiple of ``val_interval`` at or after the training row before it."""
     train, val = {}, {}
     for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        last = 0
         with open(path) as f:
             for line in f:
                 row = json.loads(line)
                 if 'loss' in row:
-                    train[row['step']] = float(row['loss'])
+                    last = row['step']
+                    train[last] = float(row['loss'])
                 if 'coco/bbox_mAP' in row:
-                    val[row['step']] = {k: row[f'coco/{k}'] for k in METRICS}
+                    at = -(-last // val_interval) * val_interval
+                    val[at] = {k: row[f'coco/{k}'] for k in METRICS}
     report_path = osp.join(work_dir, 'gradient_sanitizer_report.json')
     report = json.load(open(report_path)) if osp.exists(report_path) else {}
     counters = report.get('counters', {})
@@ -112,12 +117,14 @@ def plot(groups: dict, path: str) -> None:
     plt.close(fig)
 
 
-def collect(roots, out: str, configs: dict, name: str = 'study') -> str:
+def collect(roots, out: str, configs: dict, name: str = 'study',
+            val_interval: int = 250) -> str:
     groups = {}
     for root in roots:
         for variant in configs:
             for seed_dir in sorted(glob.glob(osp.join(root, variant, 'seed*'))):
-                groups.setdefault(variant, {})[osp.basename(seed_dir)] = read_job(seed_dir)
+                groups.setdefault(variant, {})[osp.basename(seed_dir)] = read_job(
+                    seed_dir, val_interval)
     if not groups:
         raise SystemExit(f'no jobs under {roots}')
     os.makedirs(out, exist_ok=True)

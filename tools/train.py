@@ -5,7 +5,8 @@ hooks, models and datasets.
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr] [--resume [CKPT]]
                           [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
 
-Works for the stress-test configs (``configs/stress``) and for MMDetection configs: those set
+Works for the stress-test configs (``configs/stress``, MMEngine alone is enough) and for
+MMDetection configs (mmdet installed): those set
 ``default_scope = 'mmdet'``, and the Runner then imports mmdet's modules and builds every
 component from mmdet's registries, as mmdet's own script does.
 """
@@ -14,7 +15,6 @@ import logging
 import os
 import os.path as osp
 
-from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
@@ -104,6 +104,17 @@ def allow_loading_mmengine_checkpoints(cfg) -> None:
     """
     if cfg.get('resume') or cfg.get('load_from'):
         os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+
+def setup_cache_size_limit_of_dynamo() -> None:
+    """mmdet's ``DYNAMO_CACHE_SIZE_LIMIT`` environment variable, honoured without importing
+    mmdet (the stress configs run with MMEngine alone)."""
+    if 'DYNAMO_CACHE_SIZE_LIMIT' in os.environ:
+        import torch._dynamo
+        limit = int(os.environ['DYNAMO_CACHE_SIZE_LIMIT'])
+        torch._dynamo.config.cache_size_limit = limit
+        print_log(f'torch._dynamo.config.cache_size_limit is force set to {limit}.',
+                  logger='current', level=logging.WARNING)
 
 
 def main(argv=None):

@@ -21,5 +21,7 @@ __version__ = '0.1.0'
 # Import errors from here on are real (e.g. an mmcv/mmdet mismatch) and must surface.
 if find_spec('mmengine') is not None:
     from . import datasets, hooks, losses, models, stress  # noqa: F401  (registers classes)
+    from .checkpoints import allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()  # --resume with weights-only loading on (see .checkpoints)
     if find_spec('mmdet') is not None:
         from . import detection  # noqa: F401

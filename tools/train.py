@@ -94,18 +94,6 @@ def build_config(args) -> Config:
     return cfg
 
 
-def allow_loading_mmengine_checkpoints(cfg) -> None:
-    """Let ``--resume`` / ``load_from`` read MMEngine checkpoints under torch >= 2.6.
-
-    MMEngine 0.10 checkpoints hold Python objects (the message hub's ``HistoryBuffer``s, numpy
-    scalars) that ``torch.load``'s default since torch 2.6, ``weights_only=True``, refuses, and
-    MMEngine does not pass ``weights_only`` itself. Restore the old default, but only when the
-    user asks to load a checkpoint, i.e. one they trust.
-    """
-    if cfg.get('resume') or cfg.get('load_from'):
-        os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-
-
 def setup_cache_size_limit_of_dynamo() -> None:
     """mmdet's ``DYNAMO_CACHE_SIZE_LIMIT`` environment variable, honoured without importing
     mmdet (the stress configs run with MMEngine alone)."""
@@ -122,7 +110,6 @@ def main(argv=None):
     # Reduce the number of repeated compilations and improve training speed (as mmdet does).
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
-    allow_loading_mmengine_checkpoints(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
     return runner

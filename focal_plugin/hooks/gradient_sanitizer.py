@@ -41,8 +41,10 @@ from .finite_check import any_nonfinite, floating_tensors, zero_nonfinite_
 from .interception import (
     InstancePatches,
     end_training_now,
+    epoch_running,
     make_epoch_interruptible,
     optim_wrappers,
+    skip_batches_on_resume,
     unwrap_model,
 )
 from .localize import localize_window
@@ -146,16 +148,19 @@ class GradientSanitizerHook(Hook):
         self._audit_iteration = False  # every step of this iteration is audited
         self._stepped = self._audited = False  # this iteration
         self._drafts: list[dict] = []
+        self._resume_at: tuple[int, int] | None = None
 
     def state_dict(self) -> dict:
         """What survives in checkpoints (and comes back on resume)."""
         return dict(version=1, **self.rule.state_dict(),
-                    last_good_checkpoint=self.last_good_checkpoint, localized=self._localized)
+                    last_good_checkpoint=self.last_good_checkpoint, localized=self._localized,
+                    resume_at=self._resume_at)
 
     def load_state_dict(self, state: dict) -> None:
         self.rule.load_state_dict(state)
         self.last_good_checkpoint = state.get('last_good_checkpoint')
         self._localized = bool(state.get('localized', False))
+        self._resume_at = state.get('resume_at')  # (epoch, batches) of a stop mid-epoch
 
     # ------------------------------------------------------------------ stages
     def before_train(self, runner) -> None:
@@ -185,6 +190,10 @@ class GradientSanitizerHook(Hook):
                                     self._refuse_checkpoint, self._checkpoint_saved)
             guard.install(runner.hooks, self._patches)
         self._reporter = self._open_report(runner, resumed)
+        if self._resume_at and self._interruptible:
+            skip_batches_on_resume(runner.train_loop, *self._resume_at, self._patches,
+                                   self._reporter.log)
+        self._resume_at = None
         if not wrappers:
             self._reporter.log('no OptimWrapper found on the runner: gradients will NOT be '
                                'audited', logging.WARNING)
@@ -233,7 +242,7 @@ class GradientSanitizerHook(Hook):
         if pending is Action.RAISED:
             self._raise()
         elif pending is Action.STOPPED:
-            self._stop(runner)
+            self._stop(runner, batch_idx)
 
     def after_train(self, runner) -> None:
         status = RunStatus.STOPPED if self.rule.stop_decided else RunStatus.FINISHED
@@ -366,17 +375,22 @@ class GradientSanitizerHook(Hook):
         if follow_up is Action.RAISED:
             self._raise()
         if follow_up is Action.STOPPED:
-            # No exception here: this may run inside after_val_epoch, outside run_epoch.
-            runner.train_loop.stop_training = True
             self._write_report(status=RunStatus.STOPPED.value)
+            # at once inside an epoch (a save in after_train_iter); after_val_epoch is
+            # outside run_epoch, where setting the flag is all there is to do
+            end_training_now(runner.train_loop,
+                             self._interruptible and epoch_running(runner.train_loop),
+                             self._reporter.log)
 
     # ------------------------------------------------------------ terminal actions
     def _raise(self) -> None:
         self._write_report(status=RunStatus.RAISED.value)
         raise self._reporter.error(self.counters, self.policy)
 
-    def _stop(self, runner) -> None:
+    def _stop(self, runner, batch_idx: int) -> None:
         log, at = self._reporter.log, f'stopping training at iter {runner.iter + 1}'
+        if self._interruptible:  # a resume continues after this batch, not at epoch start
+            self._resume_at = (runner.epoch, batch_idx + 1)
         # Dropped updates keep the weights good, but NaN can also get in without an update
         # (a corrupt checkpoint, a buggy hook): check, once, before calling them good.
         if not agreed_nonfinite(self._model_state()):

@@ -17,7 +17,8 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
 __all__ = ['InstancePatches', 'StopTrainingNow', 'interruptible', 'make_epoch_interruptible',
-           'end_training_now', 'unwrap_model', 'optim_wrappers']
+           'end_training_now', 'epoch_running', 'skip_batches_on_resume', 'unwrap_model',
+           'optim_wrappers']
 
 _MISSING = object()
 
@@ -61,11 +62,46 @@ def interruptible(run_epoch: Callable, loop: Any) -> Callable:
 
     @functools.wraps(run_epoch)
     def run_epoch_interruptible(*args, **kwargs):
+        run_epoch_interruptible.running = True
         try:
             return run_epoch(*args, **kwargs)
         except StopTrainingNow:
             loop.stop_training = True
+        finally:
+            run_epoch_interruptible.running = False
+    run_epoch_interruptible.running = False
     return run_epoch_interruptible
+
+
+def epoch_running(loop: Any) -> bool:
+    """Whether ``loop`` is inside an epoch that :class:`StopTrainingNow` can end (so raising
+    it is caught), e.g. a checkpoint refused in ``after_train_iter`` but not in
+    ``after_val_epoch``."""
+    return bool(getattr(getattr(loop, 'run_epoch', None), 'running', False))
+
+
+def skip_batches_on_resume(loop: Any, epoch: int, batches: int, patches: InstancePatches,
+                           log: Callable[[str, int], None]) -> bool:
+    """After a stop in the middle of an epoch, let the resumed epoch-based ``loop`` continue
+    past the batches of ``epoch`` that were already consumed (the offending one included):
+    MMEngine restarts an epoch from its first batch, which would train those batches twice and
+    stop on the same bad batch again, every time. The sampler's order depends on the seed and
+    the epoch only, so the resumed epoch sees the same batches; the skipped ones are still
+    loaded (not trained). Returns whether the skip was installed."""
+    if not callable(getattr(loop, 'run_iter', None)) or getattr(loop, 'epoch', None) != epoch:
+        return False
+
+    def make(original):
+        def run_iter(idx, data_batch, *args, **kwargs):
+            if loop.epoch == epoch and idx < batches:
+                return None
+            return original(idx, data_batch, *args, **kwargs)
+        return run_iter
+    patches.replace(loop, 'run_iter', make)
+    log(f'resuming epoch {epoch + 1} after its first {batches} batch(es): they were consumed '
+        f'before the stop (the last of them is the offending batch, whose update was not '
+        'applied), so they are skipped, not trained again', logging.WARNING)
+    return True
 
 
 def make_epoch_interruptible(loop: Any, patches: InstancePatches) -> bool:

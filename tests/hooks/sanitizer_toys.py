@@ -188,6 +188,7 @@ def make_runner(work_dir: str,
                 batch_size: int = 4,
                 dataset_size: int = 64,
                 dataset: Dataset | None = None,
+                checkpoint_by_epoch: bool | None = None,
                 **runner_kwargs) -> Runner:
     """A real Runner around the toy model; ``hook`` is the GradientSanitizerHook config."""
     model = model if model is not None else build_model()
@@ -209,7 +210,8 @@ def make_runner(work_dir: str,
         train_cfg=train_cfg,
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', interval=checkpoint_interval,
-                            by_epoch=by_epoch, max_keep_ckpts=max_keep_ckpts),
+                            by_epoch=by_epoch if checkpoint_by_epoch is None
+                            else checkpoint_by_epoch, max_keep_ckpts=max_keep_ckpts),
             logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=custom_hooks,
         randomness=dict(seed=0),

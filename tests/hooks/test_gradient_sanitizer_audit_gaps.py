@@ -152,3 +152,40 @@ def test_a_report_that_cannot_be_written_later_does_not_end_training(tmp_path, m
     assert runner.iter == 6 and sanitizer_of(runner).counters['skipped'] == 1
     assert not osp.exists(tmp_path / 'gradient_sanitizer_report.json') or json.load(
         open(tmp_path / 'gradient_sanitizer_report.json'))
+
+
+def test_resume_after_a_stop_continues_past_the_offending_batch(tmp_path):
+    """Epoch-based loop, policy stop, sample 22 corrupt (batch 5 of every epoch, no shuffle):
+    the resumed run skips the 6 batches of epoch 1 consumed before the stop instead of training
+    them again and stopping on the same batch, every time."""
+    from sanitizer_toys import ToyDataset
+    work_dir = str(tmp_path)
+
+    def run(**kwargs):
+        torch.manual_seed(0)
+        runner = make_runner(work_dir, hook=dict(type='GradientSanitizerHook', policy='stop'),
+                             max_epochs=2, dataset=ToyDataset(poison={22: float('inf')}),
+                             **kwargs)
+        runner.train()
+        return runner
+
+    first = run()
+    assert (first.epoch, first.iter) == (0, 5)
+    second = run(resume=True)
+    # the checkpoint of the stop counts the offending iteration (6); then the 10 batches left
+    # in epoch 1 and batches 0-4 of epoch 2, which stops at its batch 5 again: 6 + 10 + 5
+    assert (second.epoch, second.iter) == (1, 21)
+    assert sanitizer_of(second).counters['events'] == 2
+    assert all_finite(model_state(second))
+
+
+def test_a_checkpoint_refused_mid_epoch_stops_an_epoch_based_run_at_once(tmp_path):
+    from sanitizer_toys import FaultInjectionHook
+    runner = make_runner(str(tmp_path), hook=SKIP, max_epochs=2, checkpoint_interval=4,
+                         checkpoint_by_epoch=False,
+                         extra_hooks=(FaultInjectionHook({5: 'param_nan_after_step'}),))
+    runner.train()
+    hook = sanitizer_of(runner)
+    assert hook.counters['refused_checkpoints'] == 1 and hook.stopped
+    assert runner.iter == 7 and runner.epoch == 0  # the save due after iteration 8 was refused
+    assert [osp.basename(p) for p in checkpoints(str(tmp_path))] == ['iter_4.pth']

@@ -22,10 +22,10 @@ HOOK = dict(type='GradientSanitizerHook', policy='skip')
 
 @pytest.fixture
 def trusted_checkpoint_loading(monkeypatch):
-    # mmengine 0.10.7 calls torch.load without weights_only; torch >= 2.6 defaults it to True,
-    # which rejects the HistoryBuffer objects in every MMEngine checkpoint. Unrelated to the
-    # hook; these are checkpoints the test itself just wrote.
-    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    # mmengine 0.10.7 calls torch.load without weights_only; torch >= 2.6 defaults it to True.
+    # `import focal_plugin` allow-lists what MMEngine checkpoints hold (focal_plugin.checkpoints),
+    # so weights-only loading stays on: make sure nothing turned it off.
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', raising=False)
 
 
 def read_report(work_dir):

@@ -42,6 +42,10 @@ def _missing_data_message(what: str, data_root: str, looked_in, download_error=N
                  f'files into data_root={data_root!r}), or put the standard files in data_root '
                  '(for example --cfg-options train_dataloader.dataset.data_root=PATH '
                  'val_dataloader.dataset.data_root=PATH).')
+    if what.startswith('MNIST'):
+        lines.append('The CPU stress configs read data_root from the FOCAL_MNIST_T10K '
+                     'environment variable (default data/mnist): export FOCAL_MNIST_T10K=PATH '
+                     'to the folder holding the t10k-*-idx*-ubyte(.gz) files.')
     return ' '.join(lines)
 
 

@@ -17,11 +17,13 @@ from typing import Optional
 import numpy as np
 from mmdet.datasets import CocoDataset
 from mmengine.dist import barrier, get_dist_info
+from mmengine.logging import print_log
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..registry import register_dataset
 
 CLASSES = ('circle', 'square', 'triangle', 'star')
+DEFAULT_ROOT = os.path.normpath('data/shapes')  # generated there on first use
 FREQUENCIES = (0.50, 0.30, 0.15, 0.05)
 
 
@@ -128,12 +130,14 @@ def make_shapes_dataset(out: str = 'data/shapes', num_train: int = 600, num_val:
 
 @register_dataset
 class ShapesCocoDataset(CocoDataset):
-    """mmdet's ``CocoDataset`` over the shapes data; writes it first if ``ann_file`` is missing.
+    """mmdet's ``CocoDataset`` over the shapes data; generates it first where asked to.
 
     Args:
-        generate: keyword arguments of :func:`make_shapes_dataset` used when the annotation
-            file does not exist (``out`` is ``data_root``); ``None`` for the defaults,
-            ``False`` to fail instead of generating.
+        generate: when the annotation file does not exist: ``None`` (default) generates it
+            only at the documented location, ``data_root='data/shapes/'`` (so a mistyped
+            ``data_root`` is a ``FileNotFoundError`` naming the path, not a new dataset);
+            ``True`` or keyword arguments of :func:`make_shapes_dataset` generate it at
+            ``data_root`` whatever it is; ``False`` never generates.
         Everything else as ``CocoDataset``.
     """
     METAINFO = dict(classes=CLASSES,
@@ -144,9 +148,20 @@ class ShapesCocoDataset(CocoDataset):
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> list:
-        if not os.path.exists(self.ann_file) and self.generate is not False:
+        if not os.path.exists(self.ann_file):
+            default_root = os.path.normpath(self.data_root or '') == DEFAULT_ROOT
+            if self.generate is False or (self.generate is None and not default_root):
+                raise FileNotFoundError(
+                    f'shapes annotations {self.ann_file} not found (data_root '
+                    f'{self.data_root!r}). Generate the dataset there with: .venv/bin/python '
+                    f'tools/make_shapes_dataset.py --out {self.data_root}, or set '
+                    "generate=True in the dataset config (only 'data/shapes/' is generated "
+                    'without asking)')
             rank, _ = get_dist_info()
             if rank == 0:  # one writer; the other ranks wait at the barrier
-                make_shapes_dataset(self.data_root, **(self.generate or {}))
+                print_log(f'ShapesCocoDataset: generating the shapes dataset in '
+                          f'{self.data_root} (first use)', logger='current')
+                kwargs = self.generate if isinstance(self.generate, dict) else {}
+                make_shapes_dataset(self.data_root, **kwargs)
             barrier()
         return super().load_data_list()

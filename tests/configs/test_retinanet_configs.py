@@ -142,3 +142,17 @@ def test_shapes_dataset_generates_itself_on_first_use(tmp_path):
     assert dataset.metainfo['classes'] == shapes.CLASSES
     with pytest.raises(FileNotFoundError):
         DATASETS.build(dict(cfg, data_root=str(tmp_path / 'missing') + '/', generate=False))
+
+
+def test_a_mistyped_data_root_is_not_generated(tmp_path, monkeypatch):
+    """Only the documented data/shapes/ is generated without asking (issue 23)."""
+    from mmdet.registry import DATASETS
+    monkeypatch.chdir(tmp_path)
+    cfg = dict(type='ShapesCocoDataset', ann_file='train.json', data_prefix=dict(img='train/'),
+               pipeline=[])
+    with pytest.raises(FileNotFoundError, match=r"data/shapez/train.json not found .*"
+                       r"make_shapes_dataset.py --out data/shapez/"):
+        DATASETS.build(dict(cfg, data_root='data/shapez/'))
+    assert not os.path.exists('data/shapez')
+    dataset = DATASETS.build(dict(cfg, data_root='data/shapes/'))  # the documented default
+    assert len(dataset) > 0 and os.path.exists('data/shapes/val.json')

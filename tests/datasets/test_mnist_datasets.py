@@ -164,6 +164,7 @@ def test_missing_data_names_both_remedies(tmp_path):
         BinaryMNIST(str(tmp_path / 'empty'), split='test')
     message = str(error.value)
     assert 'download=True' in message and 'data_root' in message and 't10k-images' in message
+    assert 'FOCAL_MNIST_T10K' in message  # the variable README and the CPU configs use
 
 
 def test_failed_download_names_both_remedies(tmp_path, monkeypatch):

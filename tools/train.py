@@ -14,6 +14,8 @@ import argparse
 import logging
 import os
 import os.path as osp
+import signal
+import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -105,15 +107,52 @@ def setup_cache_size_limit_of_dynamo() -> None:
                   logger='current', level=logging.WARNING)
 
 
+class GracefulStop:
+    """SIGINT/SIGTERM (Ctrl-C, ``kill``, a scheduler, a closed terminal) end training at the
+    end of the current epoch (iteration, for iteration-based loops), where the checkpoint
+    hooks save it, instead of losing everything since the last interval checkpoint; a second
+    signal stops at once. The process then exits with 128 + the signal number, so that a
+    sweep does not mistake the cut-short run for a finished one."""
+
+    def __init__(self, runner):
+        self.runner, self.signum = runner, None
+        self.previous = {signum: signal.signal(signum, self._handle)
+                         for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt(f'second {signal.Signals(signum).name}: stopping now')
+        self.signum = signum
+        self.runner.train_loop.stop_training = True
+        print_log(f'{signal.Signals(signum).name} received: stopping at the end of this '
+                  f'{"epoch" if hasattr(self.runner.train_loop, "max_epochs") else "iteration"}'
+                  ' (after its checkpoint); send it again to stop now', logger='current',
+                  level=logging.WARNING)
+
+    def exit_code(self):
+        """Restore the previous handlers; 0, or 128 + the signal that stopped training."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        if self.signum is None:
+            return 0
+        print_log(f'stopped by {signal.Signals(self.signum).name}; continue with the same '
+                  'command plus --resume', logger='current', level=logging.WARNING)
+        return 128 + self.signum
+
+
 def main(argv=None):
     args = parse_args(argv)
     # Reduce the number of repeated compilations and improve training speed (as mmdet does).
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    stop = GracefulStop(runner)
+    try:
+        runner.train()
+    finally:
+        runner.exit_code = stop.exit_code()
     return runner
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main().exit_code)

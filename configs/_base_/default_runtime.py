@@ -15,9 +15,14 @@ default_hooks = dict(
 # work_dir/gradient_sanitizer_report.json). DivergenceRecorderHook writes the summary that
 # tools/sweep.py reads: work_dir/divergence.json (first non-finite epoch/iteration, loss and
 # accuracy per epoch); on its own it would detect and stop as well.
+# The second CheckpointHook keeps one small checkpoint of the last finished epoch
+# (last_epoch_N.pth) beside the interval ones: a run stopped by a signal or a crash loses at
+# most the epoch in progress (resume picks the newest checkpoint).
 custom_hooks = [
     dict(type='GradientSanitizerHook', policy='stop'),
     dict(type='DivergenceRecorderHook', stop=True),
+    dict(type='CheckpointHook', interval=1, max_keep_ckpts=1, save_last=False,
+         filename_tmpl='last_epoch_{}.pth'),
 ]
 
 env_cfg = dict(

@@ -1,10 +1,12 @@
 """Running the cells of a sweep: one ``tools/train.py`` process per cell, their records on
 disk, and the snapshots that let a cell continue on another machine."""
+import fcntl
 import json
 import os
 import os.path as osp
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 
@@ -121,12 +123,39 @@ class Snapshot:
                 os.remove(osp.join(self.dir, name))
 
 
+class CellLocked(RuntimeError):
+    """Another process trains this cell's work dir."""
+
+
+def _lock_work_dir(work_dir):
+    """An exclusive lock on ``work_dir/train.lock``, held until every process holding it (this
+    sweep, its trainer) has ended, however it ends; ``CellLocked`` names the PID written in
+    the file."""
+    path = osp.join(work_dir, 'train.lock')
+    handle = open(path, 'a+')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or 'unknown'
+        handle.close()
+        raise CellLocked(f'{work_dir} is being trained by another sweep (PID {holder}); '
+                         'wait for it or stop it before running this cell again') from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class CellRun:
     """One running ``tools/train.py`` process: one leg of a cell, which may take several
-    (interrupted and resumed); ``sweep_cell.json`` lists the legs and their total wall time."""
+    (interrupted and resumed); ``sweep_cell.json`` lists the legs and their total wall time.
+    The work dir is locked while it runs (:class:`CellLocked` for a second sweep)."""
 
     def __init__(self, cell, cmd, work_dir, threads, snapshot=None):
         os.makedirs(work_dir, exist_ok=True)
+        self._lock = _lock_work_dir(work_dir)
         self.cell, self.cmd, self.work_dir, self.snapshot = cell, cmd, work_dir, snapshot
         self.log_path = osp.join(work_dir, 'sweep_stdout.log')
         earlier = read_json(osp.join(work_dir, CELL_FILE)) or {}
@@ -136,8 +165,21 @@ class CellRun:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self._log = open(self.log_path, 'a')
         self.start = time.time()
+        # its own session: a terminal's Ctrl-C reaches the sweep alone, which passes it on
+        # (run_cells); the trainer inherits the lock, so a trainer outliving a SIGKILLed
+        # sweep still holds the work dir, and the lock file names it
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=env)
+                                        env=env, start_new_session=True,
+                                        pass_fds=(self._lock.fileno(),))
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(str(self.process.pid))
+        self._lock.flush()
+
+    def interrupt(self, signum):
+        """Pass a signal on: the trainer finishes its epoch, saves it and exits."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
 
     def _write_meta(self, code):
         legs = self._earlier_legs + [dict(command=shlex.join(self.cmd), returncode=code,
@@ -157,6 +199,7 @@ class CellRun:
             return None
         self._log.close()
         self._write_meta(code)
+        self._lock.close()
         if self.snapshot is not None:
             self.snapshot.save_checkpoint(self.work_dir)
             self.snapshot.save_records(self.work_dir,
@@ -168,39 +211,76 @@ class CellRun:
         return record.get('completed_epochs', 0), record.get('max_epochs')
 
 
-def run_cells(todo, jobs, threads, total, skipped):
+def run_cells(todo, jobs, threads, total, skipped, resume_hint=''):
     """Run ``todo`` = [(cell, cmd, work_dir, snapshot or None)] with at most ``jobs``
     processes at a time, showing a progress bar over all cells and one line per running
-    cell."""
+    cell. SIGINT/SIGTERM are passed on to the running cells (each finishes its epoch, saves
+    it and exits; a second signal stops them at once), no new cell starts, and the sweep ends
+    with one line saying how to resume (``SystemExit(128 + signal)``)."""
     columns = (TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    failures = 0
-    with Progress(*columns, refresh_per_second=2) as progress:
-        overall = progress.add_task('sweep', total=total, completed=skipped)
-        queue, running = list(todo), {}
-        while queue or running:
-            while queue and len(running) < jobs:
-                cell, cmd, work_dir, snapshot = queue.pop(0)
-                run = CellRun(cell, cmd, work_dir, threads, snapshot)
-                running[run] = progress.add_task(f'  {cell.name(None)}', total=None)
-            time.sleep(1.0)
-            for run, task in list(running.items()):
-                done, max_epochs = run.epochs_done()
-                progress.update(task, completed=done, total=max_epochs)
-                code = run.poll()
-                if code is None:
-                    continue
-                progress.remove_task(task)
-                del running[run]
-                progress.advance(overall)
-                record = read_json(osp.join(run.work_dir, RECORD_FILE))
-                wall = time.time() - run.start
-                if code == 0 and record and record.get('status') in FINISHED:
-                    progress.console.print(f'{run.cell.name(None)}: {describe(record)} '
-                                           f'[{wall:.0f} s]', highlight=False)
-                else:
-                    failures += 1
-                    progress.console.print(
-                        f'{run.cell.name(None)}: FAILED (exit code {code}); log '
-                        f'{run.log_path}:\n{log_tail(run.log_path)}', highlight=False)
+    failures, received, running = 0, [], {}
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        for run in running:
+            run.interrupt(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Progress(*columns, refresh_per_second=2) as progress:
+            overall = progress.add_task('sweep', total=total, completed=skipped)
+            queue = list(todo)
+            while queue or running:
+                while queue and len(running) < jobs and not received:
+                    cell, cmd, work_dir, snapshot = queue.pop(0)
+                    try:
+                        run = CellRun(cell, cmd, work_dir, threads, snapshot)
+                    except CellLocked as err:
+                        progress.console.print(f'{cell.name(None)}: NOT STARTED: {err}',
+                                               highlight=False)
+                        failures += 1
+                        progress.advance(overall)
+                        continue
+                    running[run] = progress.add_task(f'  {cell.name(None)}', total=None)
+                if received and not running:
+                    break
+                time.sleep(1.0)
+                for run, task in list(running.items()):
+                    done, max_epochs = run.epochs_done()
+                    progress.update(task, completed=done, total=max_epochs)
+                    code = run.poll()
+                    if code is None:
+                        continue
+                    progress.remove_task(task)
+                    del running[run]
+                    progress.advance(overall)
+                    failures += _report(progress, run, code, bool(received))
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        name = signal.Signals(received[0]).name
+        print(f'sweep stopped by {name}: each running cell saved its last finished epoch; '
+              f'resume with the same command{": " + resume_hint if resume_hint else ""}',
+              flush=True)
+        raise SystemExit(128 + received[0])
     return failures
+
+
+def _report(progress, run, code, interrupted):
+    """Print a finished cell's line; returns 1 for a failure (not for a cell stopped by a
+    signal the sweep passed on)."""
+    record = read_json(osp.join(run.work_dir, RECORD_FILE))
+    wall = time.time() - run.start
+    if code == 0 and record and record.get('status') in FINISHED:
+        progress.console.print(f'{run.cell.name(None)}: {describe(record)} [{wall:.0f} s]',
+                               highlight=False)
+        return 0
+    if interrupted:
+        progress.console.print(f'{run.cell.name(None)}: stopped, {describe(record)}; resumes '
+                               'from its last finished epoch', highlight=False)
+        return 0
+    progress.console.print(f'{run.cell.name(None)}: FAILED (exit code {code}); log '
+                           f'{run.log_path}:\n{log_tail(run.log_path)}', highlight=False)
+    return 1

@@ -202,7 +202,10 @@ class DivergenceRecorderHook(Hook):
         if self.record['nonfinite'] is None and self._sanitizer is not None:
             self._take_sanitizer_stop(runner)
         if self.record['nonfinite'] is None:
-            self.record['status'] = 'completed'
+            loop = runner.train_loop  # cut short without a non-finite step: a signal
+            done = (loop.epoch >= loop.max_epochs if hasattr(loop, 'max_epochs')
+                    else loop.iter >= loop.max_iters)
+            self.record['status'] = 'completed' if done else 'interrupted'
         self._write(runner)
 
     # A resumed run continues the same record.

@@ -55,7 +55,8 @@ def run_sweep(args, command: str, train_script: str) -> int:
             print(shlex.join(cmd))
         return 0
 
-    failures = run_cells(todo, args.jobs, threads, len(cells), len(cells) - len(todo))
+    failures = run_cells(todo, args.jobs, threads, len(cells), len(cells) - len(todo),
+                         resume_hint=command)
 
     os.makedirs(out, exist_ok=True)
     rows = [csv_row(cell, base, args.config.format(mode=cell.mode), work_dir)

@@ -64,7 +64,9 @@ def test_config_has_the_published_settings(path):
     assert cfg.val_dataloader.dataset.type == dataset_type
     assert cfg.train_cfg.type == 'InterruptibleEpochBasedTrainLoop'
     assert cfg.custom_hooks == [dict(type='GradientSanitizerHook', policy='stop'),
-                                dict(type='DivergenceRecorderHook', stop=True)]
+                                dict(type='DivergenceRecorderHook', stop=True),
+                                dict(type='CheckpointHook', interval=1, max_keep_ckpts=1,
+                                     save_last=False, filename_tmpl='last_epoch_{}.pth')]
     if family.endswith('_cpu'):
         assert cfg.train_dataloader.num_workers == 0
         assert cfg.train_cfg.max_epochs < 1000

@@ -177,7 +177,7 @@ def test_a_cell_cut_off_mid_run_resumes_on_a_fresh_clone_from_its_snapshot(
     meta = json.load(open(meta_path))
     meta.update(returncode=None, legs=[dict(meta['legs'][0], returncode=None)])
     json.dump(meta, open(meta_path, 'w'))
-    assert leg.checkpoints() == ['epoch_2.pth']
+    assert leg.checkpoints() == ['last_epoch_2.pth']  # the newest: the per-epoch one
     first_wall = meta['wall_s']
 
     # A fresh clone: empty work root, the committed snapshot only.

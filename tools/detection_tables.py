@@ -59,7 +59,8 @@ def summarize(variant: str, jobs: dict) -> dict:
         row[f'{metric}_mean'], row[f'{metric}_std'] = round(mean, 4), round(std, 4)
     row['final_loss_mean'] = round(_mean_std(
         [job['train'][-1][1] for job in done.values() if job['train']])[0], 4)
-    row['wall_s_mean'] = round(_mean_std([job['done']['wall_s'] for job in done.values()])[0])
+    wall = _mean_std([job['done']['wall_s'] for job in done.values()])[0]
+    row['wall_s_mean'] = round(wall) if done else ''
     row['non_finite_updates'] = sum(job['events'] for job in jobs.values())
     firsts = [job['first_event'] for job in jobs.values() if job['first_event'] is not None]
     row['first_non_finite_iter'] = min(firsts) if firsts else ''
@@ -67,6 +68,7 @@ def summarize(variant: str, jobs: dict) -> dict:
 
 
 def _markdown(rows) -> str:
+    rows = [r for r in rows if r['seeds']]  # running jobs are in the CSV and the curves
     lines = ['| variant | seeds | bbox mAP | AP50 | AP small | final loss | wall time / run | '
              'non-finite updates (first iter) |', '|---|---|---|---|---|---|---|---|']
     def pm(r, m):
@@ -83,6 +85,8 @@ def _markdown(rows) -> str:
 
 def _band(ax, series, label):
     """Mean line and min-max band of several (x, y) series on their common x values."""
+    if not series:
+        return
     common = sorted(set.intersection(*[set(x for x, _ in s) for s in series]))
     if not common:
         return

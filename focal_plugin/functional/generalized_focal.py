@@ -30,10 +30,10 @@ from .logspace import exact_bce, log_quality_base
 from .stabilizer import modulating_factor
 from .targets import check_probability_targets
 from .validation import (
-    check_alpha,
     check_eps,
     check_exponent,
     check_logits,
+    check_non_negative,
     check_reduction,
     check_same_shape,
     check_stabilizer,
@@ -65,9 +65,8 @@ def _prepare(inputs: Tensor, targets: Tensor, exponent: float, exponent_name: st
              reduction: str, stabilizer: str, eps: float):
     check_logits(inputs)
     check_same_shape(inputs, targets)
-    if not targets.is_floating_point():
-        raise TypeError(f'targets must be a floating point tensor of scores in [0, 1], got '
-                        f'{targets.dtype}')
+    if not targets.is_floating_point():  # mmdet converts integer/bool scores; so do we
+        targets = targets.to(compute_dtype(inputs))
     check_probability_targets(targets)
     check_exponent(exponent, exponent_name)
     check_reduction(reduction)
@@ -110,7 +109,7 @@ def varifocal_loss(inputs: Tensor,
                    eps: float = 1e-3) -> Tensor:
     """Element-wise VFL on logits; ``targets`` are IoU-aware scores (0 for negatives)."""
     x, t = _prepare(inputs, targets, gamma, 'gamma', reduction, stabilizer, eps)
-    alpha = check_alpha(alpha, allow_disabled=False)
+    alpha = check_non_negative(alpha, 'alpha')
     if stabilizer == 'exact':
         out = fused_loss('vfl', x, t, (alpha, gamma, float(iou_weighted)), reduction)
         if out is not None:  # loss and closed-form gradient in one pass, see .fused

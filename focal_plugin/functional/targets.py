@@ -94,21 +94,25 @@ def check_probability_targets(targets: Tensor, name: str = 'targets',
     return bool(values[-1]) if hard else None
 
 
-def check_label_range(labels: Tensor, low: int, high: int, name: str, meaning: str = '',
-                      valid: Optional[Tensor] = None) -> None:
-    """Raise ``ValueError`` unless every integer label (where ``valid``, if given) is in
-    ``[low, high]``; ``meaning`` is appended to the rule in the message (e.g. what ``high``
-    stands for). Without a host sync on CUDA (:mod:`.value_checks`)."""
+def check_label_range(labels: Tensor, low: Optional[int], high: int, name: str,
+                      meaning: str = '') -> None:
+    """Raise ``ValueError`` unless every label is in ``[low, high]`` (``low`` None: no lower
+    bound) and, for float labels, a whole number; ``meaning`` is appended to the rule in the
+    message (e.g. what ``high`` stands for). Without a host sync on CUDA
+    (:mod:`.value_checks`)."""
     if labels.numel() == 0:
         return
     t = labels.detach()
-    if valid is not None:  # ignored entries are replaced by a value in range, not removed
-        t = torch.where(valid, t, low)  # (boolean indexing would need the count on the host)
     lo, hi = torch.aminmax(t)
+    stats = [lo.double(), hi.double()]
+    if t.is_floating_point():  # class indices given as floats: whole numbers only
+        stats.append((t != t.trunc()).any().double())
+    rule = f'in [{low}, {high}]' if low is not None else f'<= {high}'
 
     def verdict(values):
-        if low <= values[0] and values[1] <= high:
+        if len(values) == 3 and values[2]:
+            return f'{name} must be whole class indices, got fractional values ({labels.dtype})'
+        if (low is None or low <= values[0]) and values[1] <= high:
             return None
-        return (f'{name} must be in [{low}, {high}]{meaning}, got min {int(values[0])}, '
-                f'max {int(values[1])}')
-    check_values(torch.stack([lo, hi]), verdict)
+        return f'{name} must be {rule}{meaning}, got min {values[0]:g}, max {values[1]:g}'
+    check_values(torch.stack(stats), verdict)

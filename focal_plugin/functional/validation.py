@@ -14,8 +14,15 @@ from torch import Tensor
 STABILIZERS = ('exact', 'epsilon', 'none')
 REDUCTIONS = ('none', 'mean', 'sum')
 
-__all__ = ['STABILIZERS', 'REDUCTIONS', 'check_logits', 'check_same_shape', 'check_alpha',
+__all__ = ['STABILIZERS', 'REDUCTIONS', 'DropInError', 'check_logits', 'check_same_shape',
+           'check_alpha', 'check_non_negative',
            'check_stabilizer', 'check_exponent', 'check_eps', 'check_reduction']
+
+
+class DropInError(ValueError, AssertionError):
+    """A bad argument where mmdet ``assert``s: our standard is a ``ValueError`` naming the
+    argument, and code written against mmdet (its own loss tests included) expects an
+    ``AssertionError``. Being both keeps the losses drop-in."""
 
 
 def check_logits(inputs: Tensor, name: str = 'inputs') -> None:
@@ -29,7 +36,7 @@ def check_same_shape(inputs: Tensor, targets: Tensor, name: str = 'targets') -> 
     if not isinstance(targets, Tensor):
         raise TypeError(f'{name} must be a torch.Tensor, got {type(targets).__name__}')
     if targets.shape != inputs.shape:
-        raise ValueError(f'{name} must have the shape of inputs {tuple(inputs.shape)}, '
+        raise DropInError(f'{name} must have the shape of inputs {tuple(inputs.shape)}, '
                          f'got {tuple(targets.shape)}')
 
 
@@ -58,9 +65,14 @@ def _finite_non_negative(value, name: str) -> float:
     """A finite real number >= 0 (bool is rejected: True is no gamma)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f'{name} must be a real number, got {type(value).__name__}')
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f'{name} must be finite and >= 0, got {value}')
+    if not math.isfinite(value) or value < 0:  # (mmdet asserts some of these, e.g. VFL alpha)
+        raise DropInError(f'{name} must be finite and >= 0, got {value}')
     return float(value)
+
+
+def check_non_negative(value: float, name: str) -> float:
+    """A weight or scale (VFL's ``alpha``): finite and >= 0, no upper bound."""
+    return _finite_non_negative(value, name)
 
 
 def check_stabilizer(stabilizer: str) -> str:

@@ -15,16 +15,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..functional.validation import check_eps, check_reduction, check_stabilizer
+from ..functional.validation import DropInError, check_eps, check_reduction, check_stabilizer
 
 __all__ = ['resolve_reduction', 'weighted_reduce', 'weight_reduce_loss', 'check_loss_weight',
            'set_common_arguments', 'InvalidReductionError']
 
 
-class InvalidReductionError(ValueError, AssertionError):
-    """A bad ``reduction_override``. mmdet's losses ``assert`` on it and its test-suite (and
-    user code) expects ``AssertionError``; our standard is a ``ValueError`` naming the
-    argument. Being both keeps the modules drop-in."""
+class InvalidReductionError(DropInError):
+    """A bad ``reduction_override`` (mmdet asserts on it)."""
 
 
 def resolve_reduction(default: str, override: Optional[str]) -> str:

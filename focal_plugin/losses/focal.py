@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..functional import sigmoid_focal_loss, softmax_focal_loss
 from ..functional.targets import check_label_range
-from ..functional.validation import check_alpha, check_exponent
+from ..functional.validation import DropInError, check_alpha, check_exponent
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
 
@@ -62,7 +62,7 @@ class StableFocalLoss(nn.Module):
                  eps: float = 1e-3) -> None:
         super().__init__()
         if use_sigmoid is not True:
-            raise ValueError('use_sigmoid must be True for StableFocalLoss; use '
+            raise DropInError('use_sigmoid must be True for StableFocalLoss; use '
                              'StableSoftmaxFocalLoss for the softmax focal loss')
         self.use_sigmoid = True
         self.gamma = check_exponent(gamma, 'gamma')

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..functional import quality_focal_loss, varifocal_loss
 from ..functional.targets import check_label_range
-from ..functional.validation import check_alpha, check_exponent
+from ..functional.validation import DropInError, check_exponent, check_non_negative
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
 
@@ -18,7 +18,10 @@ __all__ = ['StableQualityFocalLoss', 'StableVarifocalLoss']
 
 def dense_quality_target(pred: Tensor, target: Tuple[Tensor, Tensor]) -> Tensor:
     """mmdet's tuple target ``(labels (N,), scores (N,))`` -> the dense (N, C) score map:
-    ``score`` at (i, label_i) for foreground labels, 0 elsewhere (label C is background)."""
+    ``score`` at (i, label_i) for foreground labels, 0 elsewhere. As in mmdet, label C and
+    negative labels (-1, "ignored") are background and float labels are taken as class
+    indices; labels above C, or float labels that are not whole numbers, are errors (mmdet
+    would silently treat them as background / truncate them)."""
     if len(target) != 2:
         raise ValueError('a tuple target for QFL must be (labels, scores)')
     labels, scores = target
@@ -26,9 +29,8 @@ def dense_quality_target(pred: Tensor, target: Tuple[Tensor, Tensor]) -> Tensor:
     if labels.shape != (num,) or scores.shape != (num,):
         raise ValueError(f'labels and scores must both have shape ({num},), got '
                          f'{tuple(labels.shape)} and {tuple(scores.shape)}')
-    if labels.is_floating_point():
-        raise TypeError(f'labels must be an integer tensor, got {labels.dtype}')
-    check_label_range(labels, 0, num_classes, 'labels', f' ({num_classes} = background)')
+    check_label_range(labels, None, num_classes, 'labels',
+                      f' ({num_classes} and negative labels = background)')
     dtype = scores.dtype if scores.is_floating_point() else pred.dtype
     # by comparison, not scatter_: no host sync, and a bad label never indexes memory
     onehot = labels.unsqueeze(1) == torch.arange(num_classes, device=labels.device)
@@ -39,8 +41,9 @@ def dense_quality_target(pred: Tensor, target: Tuple[Tensor, Tensor]) -> Tensor:
 class StableQualityFocalLoss(nn.Module):
     """QFL with a ``stabilizer``; mmdet ``QualityFocalLoss`` contract.
 
-    ``target`` is either mmdet's tuple ``(labels, scores)`` or a dense (N, C) score tensor
-    (both give the same loss). The element-wise loss is summed over classes, then weighted
+    ``target`` is either mmdet's tuple ``(labels, scores)`` or a dense score tensor of
+    ``pred``'s shape, (N, C) or (N, C, ...) (both give the same loss for (N, C)). The
+    element-wise loss is summed over classes, then weighted
     per sample and reduced as mmdet does.
     """
 
@@ -54,7 +57,7 @@ class StableQualityFocalLoss(nn.Module):
                  eps: float = 1e-3) -> None:
         super().__init__()
         if use_sigmoid is not True:
-            raise ValueError('use_sigmoid must be True: only sigmoid QFL is supported')
+            raise DropInError('use_sigmoid must be True: only sigmoid QFL is supported')
         self.use_sigmoid = True
         self.beta = check_exponent(beta, 'beta')
         self.activated = bool(activated)
@@ -67,8 +70,9 @@ class StableQualityFocalLoss(nn.Module):
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
         reduction = resolve_reduction(self.reduction, reduction_override)
-        if pred.ndim != 2:
-            raise ValueError(f'pred must be (N, num_classes), got {tuple(pred.shape)}')
+        if pred.ndim < 2 or (pred.ndim != 2 and not isinstance(target, Tensor)):
+            raise DropInError(f'pred must be (N, num_classes) (or (N, num_classes, ...) with a '
+                              f'dense score target), got {tuple(pred.shape)}')
         if not isinstance(target, Tensor):
             target = dense_quality_target(pred, target)
         loss = quality_focal_loss(pred, target, self.beta, 'none', activated=self.activated,
@@ -91,9 +95,9 @@ class StableVarifocalLoss(nn.Module):
                  eps: float = 1e-3) -> None:
         super().__init__()
         if use_sigmoid is not True:
-            raise ValueError('use_sigmoid must be True: only sigmoid varifocal loss exists')
+            raise DropInError('use_sigmoid must be True: only sigmoid varifocal loss exists')
         self.use_sigmoid = True
-        self.alpha = check_alpha(alpha, allow_disabled=False)
+        self.alpha = check_non_negative(alpha, 'alpha')  # mmdet: assert alpha >= 0
         self.gamma = check_exponent(gamma, 'gamma')
         self.iou_weighted = bool(iou_weighted)
         set_common_arguments(self, reduction, loss_weight, stabilizer, eps)

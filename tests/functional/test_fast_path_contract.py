@@ -112,8 +112,8 @@ def test_the_immediate_check_does_read_on_the_host(monkeypatch):
 @pytest.mark.parametrize('call, message', [
     (lambda p, lab, s: StableFocalLoss()(p, torch.full_like(lab, 9)),
      r'target labels must be in \[0, 4\] \(4 = background\), got min 9, max 9'),
-    (lambda p, lab, s: StableQualityFocalLoss()(p, (lab - 1, s)),
-     r'labels must be in \[0, 4\].*got min -1'),
+    (lambda p, lab, s: StableQualityFocalLoss()(p, (lab + 1, s)),
+     r'labels must be <= 4 \(4 and negative labels = background\), got min 1, max 5'),
     (lambda p, lab, s: StableVarifocalLoss()(p, torch.full(p.shape, 255.0)),
      r'targets must be probabilities/scores in \[0, 1\], got min 255, max 255.*pixels'),
     (lambda p, lab, s: sigmoid_focal_loss(p, (lab[:, None] > 2).long().expand_as(p) * 2),

@@ -81,7 +81,7 @@ def test_activated_inputs_take_probabilities():
 @pytest.mark.parametrize('fn, kwargs, error, match', [
     (quality_focal_loss, dict(beta=-1.0), ValueError, 'beta'),
     (varifocal_loss, dict(gamma=float('nan')), ValueError, 'gamma'),
-    (varifocal_loss, dict(alpha=2.0), ValueError, 'alpha'),
+    (varifocal_loss, dict(alpha=-0.5), ValueError, 'alpha'),  # mmdet: assert alpha >= 0
     (quality_focal_loss, dict(stabilizer='x'), ValueError, 'stabilizer'),
     (quality_focal_loss, dict(eps=-1.0), ValueError, 'eps'),
 ])
@@ -91,7 +91,10 @@ def test_bad_arguments(fn, kwargs, error, match):
 
 
 def test_bad_targets():
-    with pytest.raises(TypeError, match='targets'):
-        quality_focal_loss(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long))
+    # integer/bool scores are converted, as mmdet does; values outside [0, 1] still fail
+    assert torch.equal(quality_focal_loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.long)),
+                       quality_focal_loss(torch.zeros(2, 3), torch.ones(2, 3)))
+    with pytest.raises(ValueError, match='targets must be probabilities'):
+        quality_focal_loss(torch.zeros(2, 3), torch.full((2, 3), 2, dtype=torch.long))
     with pytest.raises(ValueError, match='shape'):
         varifocal_loss(torch.zeros(2, 3), torch.zeros(2, 4))

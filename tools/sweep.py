@@ -84,6 +84,11 @@ def parse_args(argv=None):
                         help='copy each running cell\'s newest checkpoint and records here '
                         '(to commit), and restore cells from here when their work dir has none')
     parser.add_argument('--dry-run', action='store_true', help='print the commands only')
+    parser.add_argument('--budget-s', type=float, default=None,
+                        help='wall-time budget in seconds: then every running cell stops at '
+                        'the end of its epoch and the results are written (default: none)')
+    parser.add_argument('--stop-on-divergence', action='store_true',
+                        help='stop every cell once one diverges (side-by-side runs)')
     return parser.parse_args(argv)
 
 

@@ -176,6 +176,10 @@ class CellRun:
         self._lock.write(str(self.process.pid))
         self._lock.flush()
 
+    def training(self):
+        """Whether the trainer has started training (its record says 'running')."""
+        return (read_json(osp.join(self.work_dir, RECORD_FILE)) or {}).get('status') == 'running'
+
     def interrupt(self, signum):
         """Pass a signal on: the trainer finishes its epoch, saves it and exits."""
         if self.process.poll() is None:
@@ -211,15 +215,33 @@ class CellRun:
         return record.get('completed_epochs', 0), record.get('max_epochs')
 
 
-def run_cells(todo, jobs, threads, total, skipped, resume_hint=''):
+def run_cells(todo, jobs, threads, total, skipped, resume_hint='', budget_s=None,
+              stop_on_divergence=False):
     """Run ``todo`` = [(cell, cmd, work_dir, snapshot or None)] with at most ``jobs``
     processes at a time, showing a progress bar over all cells and one line per running
     cell. SIGINT/SIGTERM are passed on to the running cells (each finishes its epoch, saves
     it and exits; a second signal stops them at once), no new cell starts, and the sweep ends
-    with one line saying how to resume (``SystemExit(128 + signal)``)."""
+    with one line saying how to resume (``SystemExit(128 + signal)``). ``budget_s`` (wall
+    time) and ``stop_on_divergence`` (the first cell that diverges) wind the sweep down the
+    same way, but it ends normally, with its results written."""
     columns = (TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    failures, received, running = 0, [], {}
+    failures, received, running, winding_down = 0, [], {}, []
+    started, to_stop = time.time(), set()
+
+    def wind_down(reason, progress):
+        if not winding_down:
+            winding_down.append(reason)
+            progress.console.print(f'{reason}: stopping every running cell at the end of its '
+                                   'epoch', highlight=False)
+            to_stop.update(running)
+
+    def stop_started_cells():
+        # a trainer is told to stop once it trains (its record says so): one still
+        # starting up has no signal handler yet and would die without a record
+        for run in [r for r in to_stop if r.training()]:
+            run.interrupt(signal.SIGTERM)
+            to_stop.discard(run)
 
     def on_signal(signum, frame):
         received.append(signum)
@@ -232,7 +254,7 @@ def run_cells(todo, jobs, threads, total, skipped, resume_hint=''):
             overall = progress.add_task('sweep', total=total, completed=skipped)
             queue = list(todo)
             while queue or running:
-                while queue and len(running) < jobs and not received:
+                while queue and len(running) < jobs and not received and not winding_down:
                     cell, cmd, work_dir, snapshot = queue.pop(0)
                     try:
                         run = CellRun(cell, cmd, work_dir, threads, snapshot)
@@ -243,8 +265,11 @@ def run_cells(todo, jobs, threads, total, skipped, resume_hint=''):
                         progress.advance(overall)
                         continue
                     running[run] = progress.add_task(f'  {cell.name(None)}', total=None)
-                if received and not running:
+                if (received or winding_down) and not running:
                     break
+                if budget_s is not None and time.time() - started > budget_s:
+                    wind_down(f'wall-time budget of {budget_s:.0f} s reached', progress)
+                stop_started_cells()
                 time.sleep(1.0)
                 for run, task in list(running.items()):
                     done, max_epochs = run.epochs_done()
@@ -254,8 +279,12 @@ def run_cells(todo, jobs, threads, total, skipped, resume_hint=''):
                         continue
                     progress.remove_task(task)
                     del running[run]
+                    to_stop.discard(run)
                     progress.advance(overall)
-                    failures += _report(progress, run, code, bool(received))
+                    failures += _report(progress, run, code, bool(received or winding_down))
+                    status = (read_json(osp.join(run.work_dir, RECORD_FILE)) or {}).get('status')
+                    if stop_on_divergence and status == 'diverged':
+                        wind_down(f'{run.cell.name(None)} diverged', progress)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -5,6 +5,7 @@ import json
 import os
 import os.path as osp
 import platform
+import signal
 
 from .cells import CELL_FILE, FINISHED, RECORD_FILE, read_json
 from .grid import MODES
@@ -23,13 +24,20 @@ NUMBERS = dict(gamma=float, alpha=float, threshold=int, noise=float, seed=int,
                val_f1=float, wall_s=float, neg_logit_min=float, pos_logit_max=float)
 
 
+STOPPED_BY_SIGNAL = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
 def csv_row(cell, base, config, work_dir):
     record = read_json(osp.join(work_dir, RECORD_FILE)) or {}
     meta = read_json(osp.join(work_dir, CELL_FILE)) or {}
     nonfinite = record.get('nonfinite') or {}
     val = record.get('val_metrics') or {}
     status = record.get('status', 'missing')
-    if meta.get('returncode') not in (0, None) or (meta and status not in FINISHED):
+    # a trainer stopped by a signal (a budget, Ctrl-C) exits with 128 + the signal after
+    # recording 'interrupted': cut short, not broken
+    stopped = status == 'interrupted' and meta.get('returncode') in STOPPED_BY_SIGNAL
+    if not stopped and (meta.get('returncode') not in (0, None)
+                        or (meta and status not in FINISHED)):
         status = 'error'
 
     def last(key):

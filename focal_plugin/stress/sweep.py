@@ -56,7 +56,8 @@ def run_sweep(args, command: str, train_script: str) -> int:
         return 0
 
     failures = run_cells(todo, args.jobs, threads, len(cells), len(cells) - len(todo),
-                         resume_hint=command)
+                         resume_hint=command, budget_s=getattr(args, 'budget_s', None),
+                         stop_on_divergence=getattr(args, 'stop_on_divergence', False))
 
     os.makedirs(out, exist_ok=True)
     rows = [csv_row(cell, base, args.config.format(mode=cell.mode), work_dir)
@@ -67,11 +68,12 @@ def run_sweep(args, command: str, train_script: str) -> int:
         json.dump(curves, f, indent=1)
     plots = args.plot if args.plot is not None else (
         ['heatmap'] if args.thresholds else ['curves'])
-    finished = [r for r in rows if r['status'] in FINISHED]
+    # cells cut short (a budget, a signal) are drawn too: their curves up to the stop
+    finished = [r for r in rows if r['status'] in FINISHED + ('interrupted',)]
     if finished and 'heatmap' in plots:
         plot_heatmaps(finished, osp.join(out, 'completed_epochs_heatmap.png'))
     if finished and 'curves' in plots:
-        plot_loss_curves([c for c in curves if c['status'] in FINISHED],
+        plot_loss_curves([c for c in curves if c['status'] in FINISHED + ('interrupted',)],
                          osp.join(out, 'loss_curves.png'))
     log_invocation(osp.join(out, 'sweep.json'), dict(
         command=command, cells=len(cells),

@@ -12,6 +12,12 @@
 # pip's cache) the whole script takes a few minutes at most.
 set -Eeuo pipefail
 
+case ${1:-} in
+  -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) echo "setup.sh takes no arguments (got '$1'); see: bash tools/setup.sh --help" >&2; exit 2 ;;
+esac
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
 CONSTRAINTS=$ROOT/requirements/constraints.txt

@@ -222,3 +222,26 @@ def test_default_backend_is_bit_reproducible(tmp_path):
                         if line.startswith('LOSSES')][0])
     assert outputs[0] == outputs[1]
     assert len(outputs[0].split()) == 1 + 6 + 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA only: proves the CPU count')
+@pytest.mark.parametrize('module', ['StableFocalLoss', 'StableQualityFocalLoss',
+                                    'StableVarifocalLoss'])
+def test_no_synchronisation_on_cuda(module):
+    """On a GPU, torch's own sync detector around a forward+backward (default settings)."""
+    pred, labels, weight, scores = (t.cuda() for t in _detection_batch()[:4])
+    pred = pred.detach().requires_grad_(True)
+    dense = torch.where(labels[:, None] == torch.arange(4, device='cuda'), scores[:, None], 0.0)
+    call = {'StableFocalLoss': lambda: StableFocalLoss(gamma=0.5)(
+                pred, labels, weight, avg_factor=torch.tensor(37.0, device='cuda')),
+            'StableQualityFocalLoss': lambda: StableQualityFocalLoss(beta=0.5)(
+                pred, (labels, scores), weight, avg_factor=37.0),
+            'StableVarifocalLoss': lambda: StableVarifocalLoss()(pred, dense, avg_factor=37.0)}
+    call[module]().backward()  # compile outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        call[module]().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    value_checks.flush_value_checks()

@@ -27,7 +27,8 @@ def test_gpu_check_runs_on_cpu_and_writes_every_table(tmp_path):
                           '--quick'], capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert 'CUDA is not available' in res.stdout
-    assert sorted(os.listdir(out)) == ['autocast.md', 'compile.md', 'parity.md', 'speed.md']
+    assert sorted(os.listdir(out)) == ['autocast.md', 'compile.md', 'hook.md', 'parity.md',
+                                       'speed.md']
 
     parity = table_rows(out / 'parity.md')
     fused = [r for r in parity if r['variant'] == 'fused exact']
@@ -57,6 +58,8 @@ def test_gpu_check_runs_on_cpu_and_writes_every_table(tmp_path):
     autocast = {r['autocast dtype']: r for r in table_rows(out / 'autocast.md')}
     assert autocast['bfloat16']['within tolerance'] == 'yes'
     assert autocast['float16 + GradScaler']['logits dtype'] == 'skipped: CUDA only'
+    (hook,) = table_rows(out / 'hook.md')
+    assert float(hook['step ms with the audit']) > 0 and hook['audit overhead'].endswith('%')
 
 
 def test_gpu_check_without_an_output_folder_says_how_to_call_it():

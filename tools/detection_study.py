@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from focal_plugin.stress.cells import read_json
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {  # variant -> config file (only loss_cls differs within an architecture)
     'retinanet/mmdet-focal-g2':
@@ -63,14 +65,6 @@ def job_command(variant: str, seed: int, work_dir: str, args) -> list:
     if osp.exists(osp.join(work_dir, 'last_checkpoint')):
         cmd.append('--resume')
     return cmd
-
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 class Job:

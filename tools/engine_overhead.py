@@ -23,7 +23,6 @@ import time
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.registry import MODELS
 from mmengine.runner import Runner
 
 import focal_plugin  # noqa: F401  (registers the models, datasets, hooks)
@@ -55,23 +54,6 @@ class IterationClock(Hook):
         self.starts.append(time.perf_counter())
 
 
-def bare_step_ms(cfg, batch: int, steps: int = 30) -> float:
-    model = MODELS.build(cfg.model)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    size = (batch, 1, 28, 28)
-    x, t = torch.rand(size), (torch.rand(size) > 0.87).float()
-    times = []
-    for _ in range(steps + 5):
-        start = time.perf_counter()
-        loss = model(x, t, mode='loss')['loss']
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[5:]) * 1e3
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='a stress config (e.g. the 64-channel segmentation one)')
@@ -79,9 +61,6 @@ def main(argv=None) -> int:
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--images', type=int, default=64 * 40, help='synthetic images')
     parser.add_argument('--epochs', type=int, default=3)
-    parser.add_argument('--bare', action='store_true',
-                        help='also time the bare step (no Runner, no hook; a separate run, so '
-                        'only comparable on an idle machine)')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = Config.fromfile(args.config)
@@ -118,9 +97,6 @@ def main(argv=None) -> int:
     print(f'inside model.train_step (forward, backward, audited step): {ms[1]:.2f} ms')
     print(f'engine overhead outside train_step (data, hooks, logging, recorder): '
           f'{ms[2]:.2f} ms per iteration (median of the per-iteration differences)')
-    if args.bare:
-        print(f'bare step, no hook (same model and batch): {bare_step_ms(cfg, args.batch):.2f} '
-              'ms')
     return 0
 
 

@@ -1,5 +1,5 @@
 # Experiment (c) at the published width (64 base channels) on a GPU, trained on the real 10k
-# MNIST split (tools/gpu_stress.sh runs 'none' and 'exact' side by side). A checkpoint of this
+# MNIST split (tools/gpu_stress.sh runs this and its 'none' twin side by side). A checkpoint of this
 # model with SGD momentum is about 250 MB, so the run goes in one go: no per-epoch checkpoint,
 # one at the end; no validation (these runs measure when training breaks, the divergence
 # record keeps the loss and the logit extremes of every epoch).

@@ -27,6 +27,7 @@ FAMILIES = {  # config name prefix -> (model type, dataset type, batch size)
     'lenet_sgd-600e_mnist-t10k-binary_cpu': ('LeNetBinaryClassifier', 'BinaryMNIST', 64),
     'unet_sgd-1000e_mnist-seg': ('UNetBinarySegmenter', 'MNISTSegmentation', 64),
     'unet-c8_sgd-30e_mnist-t10k-seg_cpu': ('UNetBinarySegmenter', 'MNISTSegmentation', 64),
+    'unet_sgd-1000e_mnist-t10k-seg_gpu': ('UNetBinarySegmenter', 'MNISTSegmentation', 64),
     'lenet_sgd-1000e_cifar10-av': ('LeNetBinaryClassifier', 'CIFAR10AnimalsVehicles', 128),
     'lenet_sgd-100e_cifar10-av_cpu': ('LeNetBinaryClassifier', 'CIFAR10AnimalsVehicles', 128),
     'vit-b16_sgd-1000e_cifar10-av': ('ViTBinaryClassifier', 'CIFAR10AnimalsVehicles', 128),
@@ -63,13 +64,16 @@ def test_config_has_the_published_settings(path):
     assert cfg.train_dataloader.dataset.type == dataset_type
     assert cfg.val_dataloader.dataset.type == dataset_type
     assert cfg.train_cfg.type == 'InterruptibleEpochBasedTrainLoop'
+    per_epoch_checkpoint = [] if family.endswith('_gpu') else [  # GPU: ~250 MB each, none
+        dict(type='CheckpointHook', interval=1, max_keep_ckpts=1, save_last=False,
+             filename_tmpl='last_epoch_{}.pth')]
     assert cfg.custom_hooks == [dict(type='GradientSanitizerHook', policy='stop'),
-                                dict(type='DivergenceRecorderHook', stop=True),
-                                dict(type='CheckpointHook', interval=1, max_keep_ckpts=1,
-                                     save_last=False, filename_tmpl='last_epoch_{}.pth')]
-    if family.endswith('_cpu'):
-        assert cfg.train_dataloader.num_workers == 0
-        assert cfg.train_cfg.max_epochs < 1000
+                                dict(type='DivergenceRecorderHook', stop=True)] + \
+        per_epoch_checkpoint
+    if family.endswith(('_cpu', '_gpu')):  # the real 10k split, offline
+        if family.endswith('_cpu'):
+            assert cfg.train_dataloader.num_workers == 0
+            assert cfg.train_cfg.max_epochs < 1000
         if dataset_type != 'CIFAR10AnimalsVehicles':  # offline real MNIST test split
             for loader in (cfg.train_dataloader, cfg.val_dataloader):
                 assert loader.dataset.data_root == os.environ['FOCAL_MNIST_T10K']

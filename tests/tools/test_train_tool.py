@@ -97,3 +97,27 @@ def test_runs_in_mmdet_scope(tmp_path, mnist_root, train_tool, monkeypatch):
     assert runner.default_scope.scope_name == 'mmdet'
     record = read_divergence(str(tmp_path))
     assert record['status'] == 'completed' and record['val_metrics']['binary/accuracy'] >= 0
+
+
+def test_resume_under_mmdets_own_train_script_with_weights_only_loading(tmp_path, mnist_root):
+    """mmdet's tools/train.py (shipped in the mmdet package) resumes a stress config: the
+    config's custom_imports loads focal_plugin, whose allow-list lets torch's weights-only
+    loading read the checkpoint (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD unset)."""
+    import mmdet
+    script = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
+    env['OMP_NUM_THREADS'] = '1'
+    work_dir = str(tmp_path / 'run')
+
+    def run(epochs, *extra):
+        return subprocess.run([sys.executable, script, CPU_CONFIG, '--work-dir', work_dir,
+                               *extra, '--cfg-options', *data_options(mnist_root, epochs)],
+                              capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                              timeout=300)
+
+    first = run(1)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = run(2, '--resume')
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert 'resumed epoch: 1' in second.stdout + second.stderr
+    assert read_divergence(work_dir)['completed_epochs'] == 2

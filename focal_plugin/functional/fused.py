@@ -5,11 +5,12 @@ The autograd formulations (:func:`.sigmoid_focal.sigmoid_focal_loss`,
 store several full-size intermediates for the backward pass and walk memory once per op.
 Here the derivative is written out (:mod:`.fused_kernels`, built on the same
 :mod:`.logspace` pieces as the references) and computed in the same pass as the loss (the
-shared exp/log1p are the cost on CPU): autograd keeps one tensor, the local gradient, and
-backward scales it in place by the incoming gradient. (Recomputing from the logits in backward
-would save that tensor but pay the transcendental math twice.) Without a gradient to compute
-(``no_grad``), the loss-only kernel runs. How the kernels run (compiled in the background,
-compiled now, eager, or not at all) is :mod:`.compile_backend`'s business.
+shared exp/log1p are the cost on CPU): autograd keeps one new tensor, the local gradient, and
+backward multiplies it by the incoming gradient (into a new tensor: scaling the saved one in
+place would break a second backward). (Recomputing from the logits in backward would save that
+tensor but pay the transcendental math twice.) Without a gradient to compute (``no_grad``),
+the loss-only kernel runs. How the kernels run (compiled now, in the background, eager, or not
+at all) is :mod:`.compile_backend`'s business.
 
 Inside a ``torch.compile``'d model the eager kernels are used, so the user's compiler traces
 them like any other ops. Repeated and higher-order backward passes work as with the

@@ -34,13 +34,15 @@ def plot_heatmaps(rows, path):
                 if r['mode'] != mode or r['noise'] != noise or r['status'] not in FINISHED:
                     continue
                 at = gammas.index(r['gamma']), thresholds.index(r['threshold'])
-                grid[at] = r['completed_epochs']
+                # coloured by the share of its own budget: a cell that finished all of its
+                # 8 epochs is as green as one that finished its 12
+                grid[at] = r['completed_epochs'] / (r['max_epochs'] or max_epochs)
                 # ✓: no non-finite step within the run; a number alone: epochs before it
                 labels[at] = f"{r['completed_epochs']}" + (
                     ' ✓' if r['status'] == 'completed' else '')
                 if r['positive_fraction'] is not None:
                     fractions[r['threshold']] = r['positive_fraction']
-            image = ax.imshow(grid, cmap='RdYlGn', vmin=0, vmax=max_epochs, aspect='auto')
+            image = ax.imshow(grid, cmap='RdYlGn', vmin=0, vmax=1, aspect='auto')
             for (gi, ti), text in np.ndenumerate(labels):
                 ax.text(ti, gi, text, ha='center', va='center', fontsize=7)
             ax.set_xticks(range(len(thresholds)),
@@ -51,8 +53,8 @@ def plot_heatmaps(rows, path):
             ax.set_xlabel('threshold TH (positive fraction)', fontsize=8)
             ax.set_ylabel('γ', fontsize=8)
     colorbar = fig.colorbar(image, ax=axes, shrink=0.8)
-    colorbar.set_label(f'epochs completed before the first non-finite step\n'
-                       f'(of {max_epochs}; ✓ = none within the run)', fontsize=8)
+    colorbar.set_label('share of its own epoch budget completed before the first\n'
+                       'non-finite step (numbers: epochs; ✓ = none within the run)', fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches='tight')
     plt.close(fig)
 

@@ -113,7 +113,9 @@ def log_invocation(path, entry):
         json.dump(dict(invocations=invocations + [entry]), f, indent=1)
 
 
-def read_rows(paths):
+def read_rows(paths, dropped=None):
+    """The finished rows of several results.csv; a cell found in several files is taken from
+    the first, and each later copy is appended to ``dropped`` (``(path, row)``) when given."""
     rows, seen = [], set()
     for path in paths:
         with open(path, newline='') as f:
@@ -121,7 +123,11 @@ def read_rows(paths):
                 row = {k: (NUMBERS[k](float(v)) if k in NUMBERS and v != '' else
                            (None if v == '' else v)) for k, v in raw.items()}
                 key = (row['mode'], row['gamma'], row['threshold'], row['noise'], row['seed'])
-                if key in seen or row['status'] not in FINISHED:
+                if row['status'] not in FINISHED:
+                    continue
+                if key in seen:
+                    if dropped is not None:
+                        dropped.append((path, row))
                     continue
                 seen.add(key)
                 rows.append(row)

@@ -88,7 +88,12 @@ def merge_sweeps(csvs, out: str, command: str) -> str:
     """Merge the ``results.csv`` of several sweeps into ``out``: one CSV, the heatmaps and a
     Markdown table per loss mode; a cell found in several files is taken from the first.
     Returns the tables' text."""
-    rows = read_rows(csvs)
+    dropped = []
+    rows = read_rows(csvs, dropped)
+    for path, row in dropped:  # said, not silently kept
+        print(f"duplicate cell dropped: {row['mode']} gamma {row['gamma']:g} TH "
+              f"{row['threshold']} noise {row['noise']:g} seed {row['seed']} from {path} "
+              '(the first file listing it wins)')
     if not rows:
         raise SystemExit('no finished cells in ' + ', '.join(csvs))
     os.makedirs(out, exist_ok=True)

@@ -3,8 +3,9 @@
 #   bash tools/dist_train.sh CONFIG NUM_GPUS [train.py options ...]
 # e.g. bash tools/dist_train.sh configs/stress/mnist_segmentation/unet_sgd-1000e_mnist-seg_none.py 4
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
-# Needs one CUDA device per process (MMEngine's pytorch launcher calls torch.cuda.set_device).
-# PYTHON selects the interpreter (default: python).
+# GPU only: one CUDA device per process (MMEngine's pytorch launcher calls
+# torch.cuda.set_device). The CPU (gloo) path the tests use: docs/hook.md, "Distributed".
+# PYTHON selects the interpreter (default: .venv/bin/python when it exists, else python).
 set -euo pipefail
 
 if [ "$#" -lt 2 ]; then
@@ -17,7 +18,10 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python; fi
+fi
 
 PYTHONPATH="$(dirname "$0")/..${PYTHONPATH:+:$PYTHONPATH}" \
 "$PYTHON" -m torch.distributed.run \

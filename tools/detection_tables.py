@@ -8,6 +8,7 @@ driver's ``done.json``; writes ``<name>.csv`` / ``<name>.md`` (mean +- std over 
 import csv
 import glob
 import json
+import math
 import os
 import os.path as osp
 import statistics
@@ -42,11 +43,11 @@ def read_job(work_dir: str, val_interval: int) -> dict:
     done = json.load(open(done_path)) if osp.exists(done_path) else None
     return dict(train=sorted(train.items()), val=sorted(val.items()), done=done,
                 events=counters.get('events', 0),
-                first_event=(report.get('first_event') or {}).get('iteration'))
+                first_event=(report.get('first_event') or {}).get('iter'))
 
 
 def _mean_std(values):
-    if not values:
+    if not values or not all(math.isfinite(v) for v in values):  # a NaN loss: a dead run
         return float('nan'), float('nan')
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 

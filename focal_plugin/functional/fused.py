@@ -44,20 +44,27 @@ def _kernel_name(x: Tensor, targets: Tensor, loss: str) -> str:
     return loss + '_loss_and_grad'
 
 
-def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal') -> Optional[Callable]:
-    """The kernel serving this call, or None for the autograd reference: backend 'off',
-    targets that need a gradient, 16-bit logits (the caller upcasts them first), or, in 'auto'
-    mode, a compiled kernel not built yet (its compilation then starts in the background).
-    ``loss``: ``'focal'`` (sigmoid focal loss; bool targets select the hard-label kernel),
-    ``'quality'`` (QFL) or ``'vfl'`` (VFL)."""
+def _serving(x: Tensor, targets: Tensor, loss: str) -> Optional[tuple]:
+    """``(kernel name, kernel)`` serving this call, or None for the autograd reference."""
     backend = get_fused_backend()
     if backend == 'off' or targets.requires_grad or x.dtype not in (torch.float32,
                                                                      torch.float64):
         return None
     name = _kernel_name(x, targets, loss)
     if backend == 'eager' or torch.compiler.is_compiling():
-        return KERNELS[name]
-    return compiled_kernel(name, x.dtype, x.device.type, block=backend != 'auto')
+        return name, KERNELS[name]
+    kernel = compiled_kernel(name, x.dtype, x.device.type, block=backend != 'auto')
+    return None if kernel is None else (name, kernel)
+
+
+def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal') -> Optional[Callable]:
+    """The kernel serving this call, or None for the autograd reference: backend 'off',
+    targets that need a gradient, 16-bit logits (the caller upcasts them first), or, in 'auto'
+    mode, a compiled kernel not built yet (its compilation then starts in the background).
+    ``loss``: ``'focal'`` (sigmoid focal loss; bool targets select the hard-label kernel),
+    ``'quality'`` (QFL) or ``'vfl'`` (VFL)."""
+    serving = _serving(x, targets, loss)
+    return None if serving is None else serving[1]
 
 
 def fused_loss(loss: str, x: Tensor, targets: Tensor, params: tuple,
@@ -71,11 +78,11 @@ def fused_loss(loss: str, x: Tensor, targets: Tensor, params: tuple,
     the kernel is tuned to the size of the first call it sees, and on CUDA one compiled at
     1e4 elements ran 20x slower at 1e8 than one compiled there (results/gpu/); an element-wise
     kernel has no such memory of its first call."""
-    kernel = fused_kernel(x, targets, loss)
-    if kernel is None:
+    serving = _serving(x, targets, loss)
+    if serving is None:
         return None
-    base = LOSS_ONLY[_kernel_name(x, targets, loss)]
-    out = _FusedLoss.apply(x, targets, kernel, base, *params)
+    name, kernel = serving
+    out = _FusedLoss.apply(x, targets, kernel, LOSS_ONLY[name], *params)
     if reduction == 'none':
         return out
     out = out.sum()

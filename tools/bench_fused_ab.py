@@ -13,13 +13,16 @@ import torch
 import torchvision.ops as tvo
 
 import focal_plugin.functional as functional
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.functional import set_fused_backend, sigmoid_focal_loss
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--threads', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=7)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument('--threads', type=int, default=1, help='torch threads')
+    parser.add_argument('--repeats', type=int, default=7,
+                        help='timed calls per variant, round-robin (the median is reported)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     set_fused_backend('compile')

@@ -35,6 +35,8 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 import torch  # noqa: E402
 
+from focal_plugin.cli import HelpFormatter  # noqa: E402
+
 VARIANTS = ('no hook', 'hook', 'detect_anomaly')
 
 
@@ -182,15 +184,23 @@ def audit_cost_cold(runner, reps=60):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--rounds', type=int, default=150)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument('--rounds', type=int, default=150,
+                        help='timed rounds (each runs every variant, in a shuffled order); the '
+                        'overheads and their intervals are over rounds, so use 100 or more')
     parser.add_argument('--block', type=int, default=1, help='steps per variant per round')
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--batch-size', type=int, default=2)
-    parser.add_argument('--image-size', type=int, default=64)
-    parser.add_argument('--base-channels', type=int, default=16)
-    parser.add_argument('--head-channels', type=int, default=32)
-    parser.add_argument('--stacked-convs', type=int, default=2)
+    parser.add_argument('--warmup', type=int, default=3,
+                        help='untimed steps per variant before the rounds')
+    parser.add_argument('--batch-size', type=int, default=2, help='images per step')
+    parser.add_argument('--image-size', type=int, default=64,
+                        help='side of the square synthetic images, in pixels')
+    parser.add_argument('--base-channels', type=int, default=16,
+                        help='base channels of the ResNet-18 backbone')
+    parser.add_argument('--head-channels', type=int, default=32,
+                        help='channels of the FPN and the RetinaNet head')
+    parser.add_argument('--stacked-convs', type=int, default=2,
+                        help='convs per branch of the RetinaNet head')
     parser.add_argument('--gamma', type=float, default=2.0, help="FocalLoss gamma")
     parser.add_argument('--out', help='also write the Markdown table to this file')
     parser.add_argument('--append', action='store_true',

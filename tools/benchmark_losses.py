@@ -35,6 +35,7 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.functional import (
     compile_backend,
     fused,
@@ -366,9 +367,13 @@ def write_section(path, title, lines) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description='focal loss fwd+bwd benchmark')
-    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
-    parser.add_argument('--repeats', type=int, default=7)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument('--threads', type=int, nargs='+', default=[1, 2],
+                        help='torch thread counts; every table is measured at each')
+    parser.add_argument('--repeats', type=int, default=7,
+                        help='timed fwd+bwd runs per variant, round-robin (the median is '
+                        'reported)')
     parser.add_argument('--first-call', action='store_true',
                         help='also measure first-call stall and recompilation (subprocesses)')
     parser.add_argument('--probe', choices=fused.BACKENDS, help=argparse.SUPPRESS)

@@ -18,6 +18,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
+from focal_plugin.cli import HelpFormatter  # noqa: E402
+
 
 def read_run(work_dir: str) -> dict:
     scalars = sorted(glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json')))
@@ -43,9 +45,13 @@ def read_run(work_dir: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('work_dirs', nargs='+')
-    parser.add_argument('--out', default='results/detection')
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument('work_dirs', nargs='+',
+                        help='--work-dir folders of tools/train.py runs (one table row each; '
+                        'arguments that are not folders are skipped)')
+    parser.add_argument('--out', default='results/detection',
+                        help='folder for the table (CSV, Markdown) and the loss-curve figure')
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     runs = [read_run(d) for d in args.work_dirs if os.path.isdir(d)]

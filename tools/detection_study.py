@@ -5,9 +5,10 @@ losses vs the stable ones, several seeds, run to a plateau.
     python tools/detection_study.py run --variants retinanet/mmdet-focal-g2 --seeds 0 \\
         --iters 4000 --val-interval 250 --lr-drop none --root work_dirs/detection/plateau
     # the study: 8 variants x 3 seeds, 2 jobs at a time with 1 thread each
-    python tools/detection_study.py run --iters 2000 --val-interval 250 --lr-drop 0.8 \\
+    python tools/detection_study.py run --iters 3000 --val-interval 250 --lr-drop 0.8 \\
         --root work_dirs/detection/study
-    python tools/detection_study.py collect work_dirs/detection/study --out results/detection
+    python tools/detection_study.py collect work_dirs/detection/study \\
+        --out work_dirs/detection/results --name study
 
 ``run`` is resumable: a job with ``done.json`` in its work dir is skipped, a job with a
 checkpoint continues from it (``tools/train.py --resume``), anything else starts afresh. Each
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.stress.cells import read_json
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -137,23 +139,32 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
-    r = sub.add_parser('run', help='train the variants x seeds (resumable)')
+    r = sub.add_parser('run', help='train the variants x seeds (resumable)',
+                       description='Train the variants x seeds (resumable).',
+                       formatter_class=HelpFormatter)
     r.add_argument('--variants', nargs='+', help=f'default: all of {list(CONFIGS)}')
-    r.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    r.add_argument('--iters', type=int, default=2000)
-    r.add_argument('--val-interval', type=int, default=250)
+    r.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='training seeds')
+    r.add_argument('--iters', type=int, default=2000,
+                   help='training iterations per job (the committed study ran 3000)')
+    r.add_argument('--val-interval', type=int, default=250,
+                   help='iterations between two validations (bbox mAP)')
     r.add_argument('--lr-drop', type=lambda s: None if s == 'none' else float(s), default=0.8,
                    help="fraction of --iters where the LR drops 10x, or 'none'")
-    r.add_argument('--jobs', type=int, default=2)
+    r.add_argument('--jobs', type=int, default=2, help='jobs (processes) run at a time')
     r.add_argument('--threads', type=int, default=1, help='torch threads per job')
     r.add_argument('--backend', default='compile', help='FOCAL_PLUGIN_FUSED for the jobs')
-    r.add_argument('--root', default='work_dirs/detection/study')
+    r.add_argument('--root', default='work_dirs/detection/study',
+                   help='folder of the jobs\' work dirs (<root>/<variant>/seed<k>)')
     r.add_argument('--cwd', default=ROOT, help='where the jobs run (data/shapes lives there)')
-    c = sub.add_parser('collect', help='table and curves over seeds')
+    c = sub.add_parser('collect', help='table and curves over seeds',
+                       description='Table and curves over seeds.', formatter_class=HelpFormatter)
     c.add_argument('roots', nargs='+', help='--root folders of run')
-    c.add_argument('--out', default='work_dirs/detection/results')
+    c.add_argument('--out', default='work_dirs/detection/results',
+                   help='folder for the table (CSV, Markdown), the curves (PNG) and the '
+                   'mAP-vs-iteration JSON')
     c.add_argument('--name', default='study', help='file name stem of the table and figure')
     c.add_argument('--val-interval', type=int, default=250, help='as given to run')
     args = parser.parse_args(argv)

@@ -8,8 +8,15 @@
 # PYTHON selects the interpreter (default: .venv/bin/python when it exists, else python).
 set -euo pipefail
 
+usage() {
+    echo "usage: bash tools/dist_train.sh CONFIG NUM_GPUS [tools/train.py options ...]"
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+}
+case ${1:-} in
+    -h|--help) usage; exit 0 ;;
+esac
 if [ "$#" -lt 2 ]; then
-    echo "usage: $0 CONFIG NUM_GPUS [tools/train.py options ...]" >&2
+    usage >&2
     exit 2
 fi
 CONFIG=$1

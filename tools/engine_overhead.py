@@ -26,6 +26,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import focal_plugin  # noqa: F401  (registers the models, datasets, hooks)
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.datasets.synthetic import write_synthetic_mnist
 
 
@@ -55,12 +56,14 @@ class IterationClock(Hook):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument('config', help='a stress config (e.g. the 64-channel segmentation one)')
     parser.add_argument('--base-channels', type=int, default=1, help='model width (tiny: 1)')
-    parser.add_argument('--batch', type=int, default=64)
+    parser.add_argument('--batch', type=int, default=64, help='batch size (train and val)')
     parser.add_argument('--images', type=int, default=64 * 40, help='synthetic images')
-    parser.add_argument('--epochs', type=int, default=3)
+    parser.add_argument('--epochs', type=int, default=3,
+                        help='training epochs; all are timed (no validation in between)')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = Config.fromfile(args.config)

@@ -11,13 +11,16 @@ import argparse
 import shlex
 import sys
 
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.gpu_check import SECTIONS, run
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument('out_dir', help='folder for the Markdown tables')
-    parser.add_argument('--sections', nargs='+', choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument('--sections', nargs='+', choices=SECTIONS, default=list(SECTIONS),
+                        help='the checks to run, one Markdown table each')
     parser.add_argument('--quick', action='store_true',
                         help='fewer cases and sizes (what CI runs on the CPU)')
     args = parser.parse_args(argv)

@@ -20,10 +20,17 @@
 # Without CUDA it runs on the CPU (what CI does, at a tiny size) and says so.
 set -euo pipefail
 
+# usage [RC]: the header above; on stdout and exit 0 when asked for (--help), else on stderr
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  local rc=${1:-2}
+  {
+    echo "usage: bash tools/gpu_stress.sh OUT [--budget-min MIN] [--data DIR]" \
+      "[--wheelhouse DIR] [--threads N] [-- SWEEP_OPTIONS ...]"
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  } >&"$(( rc == 0 ? 1 : 2 ))"
+  exit "$rc"
 }
+case ${1:-} in -h|--help) usage 0 ;; esac
 [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || usage
 OUT=$1; shift
 BUDGET_MIN=9
@@ -38,7 +45,7 @@ while [ $# -gt 0 ]; do
     --wheelhouse) WHEELS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) echo "unknown option $1" >&2; usage ;;
   esac
 done

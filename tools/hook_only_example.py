@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import focal_plugin  # noqa: F401  (registers GradientSanitizerHook in MMEngine's HOOKS)
+from focal_plugin.cli import HelpFormatter
 
 
 class Regressor(BaseModel):
@@ -40,9 +41,13 @@ class NaNGradientAt(Hook):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--work-dir', default='work_dirs/hook_only_example')
-    parser.add_argument('--policy', default='skip')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument('--work-dir', default='work_dirs/hook_only_example',
+                        help="the runner's work dir (logs, the hook's report)")
+    parser.add_argument('--policy', default='skip',
+                        help="GradientSanitizerHook's policy for the NaN gradient: warn, skip, "
+                        'sanitize, stop or raise')
     args = parser.parse_args()
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)

@@ -8,16 +8,21 @@ other sizes, seeds or locations. The generator lives in ``focal_plugin/detection
 import argparse
 import time
 
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.detection.shapes import make_shapes_dataset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--out', default='data/shapes')
-    parser.add_argument('--num-train', type=int, default=600)
-    parser.add_argument('--num-val', type=int, default=150)
-    parser.add_argument('--size', type=int, default=128)
-    parser.add_argument('--seed', type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument('--out', default='data/shapes',
+                        help='folder for the images and the COCO JSON annotation files')
+    parser.add_argument('--num-train', type=int, default=600, help='training images')
+    parser.add_argument('--num-val', type=int, default=150, help='validation images')
+    parser.add_argument('--size', type=int, default=128,
+                        help='side of the square images, in pixels')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='random seed (the same seed writes the same dataset)')
     args = parser.parse_args()
     start = time.time()
     paths = make_shapes_dataset(args.out, args.num_train, args.num_val, args.size, args.seed)

@@ -10,11 +10,13 @@ import argparse
 import shlex
 import sys
 
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.stress.sweep import merge_sweeps
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument('csvs', nargs='+', help='results.csv files of tools/sweep.py')
     parser.add_argument('--out', required=True, help='directory for the merged outputs')
     args = parser.parse_args(argv)

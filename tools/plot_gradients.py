@@ -12,6 +12,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from focal_plugin.cli import HelpFormatter  # noqa: E402
 from focal_plugin.functional import sigmoid_focal_loss  # noqa: E402
 
 MODES = [('none', 'original (torchvision form)', 'tab:red', '-'),
@@ -28,9 +29,11 @@ def gradient(x: torch.Tensor, target: float, gamma: float, stabilizer: str) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--gamma', type=float, default=0.5)
-    parser.add_argument('--out', default='results/gradient_vs_logit.png')
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument('--gamma', type=float, default=0.5, help='focal loss gamma')
+    parser.add_argument('--out', default='results/gradient_vs_logit.png',
+                        help='the PNG to write')
     args = parser.parse_args()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)

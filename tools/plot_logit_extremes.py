@@ -10,13 +10,15 @@ import csv
 import os.path as osp
 import sys
 
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.stress import read_divergence
 from focal_plugin.stress.cells import RECORD_FILE
 from focal_plugin.stress.figures import plot_logit_extremes
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument('runs', nargs='+', help='LABEL=work dir or divergence.json')
     parser.add_argument('--out', required=True, help='output path prefix (no extension)')
     args = parser.parse_args(argv)

@@ -13,7 +13,8 @@
 set -Eeuo pipefail
 
 case ${1:-} in
-  -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) echo "usage: [VENV=DIR] bash tools/setup.sh [--help]"
+             sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   "") ;;
   *) echo "setup.sh takes no arguments (got '$1'); see: bash tools/setup.sh --help" >&2; exit 2 ;;
 esac

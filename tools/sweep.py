@@ -33,6 +33,7 @@ import os.path as osp
 import shlex
 import sys
 
+from focal_plugin.cli import HelpFormatter
 from focal_plugin.stress.grid import MODES
 from focal_plugin.stress.sweep import run_sweep
 
@@ -60,15 +61,22 @@ def positive_int(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument('config', help='config file; may contain {mode}')
     parser.add_argument('--modes', nargs='+', choices=MODES, default=['none', 'exact'],
                         help='loss modes (stabilizer) to run')
-    parser.add_argument('--gammas', nargs='+', type=non_negative_float)
-    parser.add_argument('--thresholds', nargs='+', type=threshold_value)
-    parser.add_argument('--noises', nargs='+', type=non_negative_float)
-    parser.add_argument('--seeds', nargs='+', type=int)
-    parser.add_argument('--max-epochs', type=positive_int, help='override train_cfg.max_epochs')
+    parser.add_argument('--gammas', nargs='+', type=non_negative_float,
+                        help="focal loss gammas (default: the config's)")
+    parser.add_argument('--thresholds', nargs='+', type=threshold_value,
+                        help='BinaryMNIST digit thresholds 0..8 (digits <= threshold are the '
+                        "positive class), set in train and val (default: the config's)")
+    parser.add_argument('--noises', nargs='+', type=non_negative_float,
+                        help='amplitudes of the uniform input noise, set in train and val '
+                        "(default: the config's)")
+    parser.add_argument('--seeds', nargs='+', type=int,
+                        help="training seeds (default: the config's)")
+    parser.add_argument('--max-epochs', type=positive_int,
+                        help="override train_cfg.max_epochs (default: the config's)")
     parser.add_argument('--jobs', type=positive_int, default=1, help='parallel processes')
     parser.add_argument('--threads-per-job', type=positive_int,
                         help='torch threads per process (default: CPUs // jobs)')
@@ -82,7 +90,8 @@ def parse_args(argv=None):
                         help='extra KEY=VALUE overrides passed to every cell')
     parser.add_argument('--snapshot-dir',
                         help='copy each running cell\'s newest checkpoint and records here '
-                        '(to commit), and restore cells from here when their work dir has none')
+                        '(to commit), and restore cells from here when their work dir has none '
+                        '(default: none, no snapshots)')
     parser.add_argument('--dry-run', action='store_true', help='print the commands only')
     parser.add_argument('--budget-s', type=float, default=None,
                         help='wall-time budget in seconds: then every running cell stops at '

@@ -17,14 +17,19 @@ from mmengine.config import Config
 from mmengine.registry import MODELS
 
 import focal_plugin  # noqa: F401  (registers the models)
+from focal_plugin.cli import HelpFormatter
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config')
-    parser.add_argument('--base-channels', type=int, nargs='+', default=[8, 16])
-    parser.add_argument('--steps', type=int, default=25)
-    parser.add_argument('--image-size', type=int, default=28)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument('config', help='a stress config; its model and batch size are timed')
+    parser.add_argument('--base-channels', type=int, nargs='+', default=[8, 16],
+                        help='model widths to time, one line each')
+    parser.add_argument('--steps', type=int, default=25,
+                        help='timed steps per width (after 5 untimed warm-up steps)')
+    parser.add_argument('--image-size', type=int, default=28,
+                        help='side of the random square inputs, in pixels')
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1')))
     cfg = Config.fromfile(args.config)

@@ -23,12 +23,15 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import focal_plugin  # noqa: F401  (registers the plugin's classes)
+from focal_plugin.cli import HelpFormatter
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a model (focal_plugin / MMDetection)')
+    parser = argparse.ArgumentParser(description='Train a model (focal_plugin / MMDetection)',
+                                     formatter_class=HelpFormatter)
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--work-dir', help='the dir to save logs and models (default: the '
+                        "config's work_dir, else ./work_dirs/<config name>)")
     parser.add_argument('--amp', action='store_true', default=False,
                         help='enable automatic-mixed-precision training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -47,7 +50,9 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help='set by the distributed launcher (torch.distributed.launch); '
+                        'not to be given by hand')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)

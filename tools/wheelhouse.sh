@@ -17,8 +17,17 @@
 # Versions come from requirements/constraints.txt. Prints the wheels and their total size.
 set -euo pipefail
 
-usage() { echo "usage: bash tools/wheelhouse.sh DIR [--python-version X.Y] [--platform TAG]" >&2; exit 2; }
-[ $# -ge 1 ] || usage
+# usage [RC]: on stdout and exit 0 when asked for (--help), else on stderr and exit 2
+usage() {
+  local rc=${1:-2}
+  {
+    echo "usage: bash tools/wheelhouse.sh DIR [--python-version X.Y] [--platform TAG]"
+    [ "$rc" != 0 ] || sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  } >&"$(( rc == 0 ? 1 : 2 ))"
+  exit "$rc"
+}
+case ${1:-} in -h|--help) usage 0 ;; esac
+[ $# -ge 1 ] && [ "${1#-}" = "$1" ] || usage
 DIR=$1; shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
@@ -29,6 +38,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --python-version) PYVER=$2; shift 2 ;;
     --platform) PLATFORM=$2; shift 2 ;;
+    -h|--help) usage 0 ;;
     *) usage ;;
   esac
 done

@@ -89,3 +89,103 @@ def softmax_focal_row(logits, label: int, gamma: float, alpha=None):
         dfac = -g * others ** (g - 1) * dpy if others != 0 else 0
         grads.append(float(-a * (dfac * logp + others ** g * dlogp)))
     return float(loss), grads
+
+
+# --- The Unified Focal Loss authors' Keras losses (github.com/mlyg/unified-focal-loss,
+# loss_functions.py), ported line by line to numpy float64 for binary segmentation: inputs are
+# probabilities (N, H, W, 2) channels-last and one-hot targets, clipped to [eps, 1 - eps] with
+# eps = K.epsilon() = 1e-7, which is also their Tversky smoothing. ---------------------------
+KERAS_EPSILON = 1e-7
+
+
+def _keras_clip(y_pred):
+    import numpy as np
+    return np.clip(y_pred, KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+
+
+def authors_focal(y_true, y_pred, delta, gamma, symmetric):
+    """asymmetric_focal_loss / symmetric_focal_loss."""
+    import numpy as np
+    y_pred = _keras_clip(y_pred)
+    cross_entropy = -y_true * np.log(y_pred)
+    back_ce = (1 - delta) * np.power(1 - y_pred[..., 0], gamma) * cross_entropy[..., 0]
+    fore_ce = cross_entropy[..., 1]
+    if symmetric:
+        fore_ce = np.power(1 - y_pred[..., 1], gamma) * fore_ce
+    fore_ce = delta * fore_ce
+    return np.mean(np.sum(np.stack([back_ce, fore_ce], axis=-1), axis=-1))
+
+
+def authors_focal_tversky(y_true, y_pred, delta, gamma, symmetric):
+    """asymmetric_focal_tversky_loss / symmetric_focal_tversky_loss (per image and class)."""
+    import numpy as np
+    y_pred = _keras_clip(y_pred)
+    axis = (1, 2)
+    tp = np.sum(y_true * y_pred, axis=axis)
+    fn = np.sum(y_true * (1 - y_pred), axis=axis)
+    fp = np.sum((1 - y_true) * y_pred, axis=axis)
+    dice_class = (tp + KERAS_EPSILON) / (tp + delta * fn + (1 - delta) * fp + KERAS_EPSILON)
+    back_dice = 1 - dice_class[:, 0]
+    if symmetric:
+        back_dice = back_dice * np.power(1 - dice_class[:, 0], -gamma)
+    fore_dice = (1 - dice_class[:, 1]) * np.power(1 - dice_class[:, 1], -gamma)
+    return np.mean(np.stack([back_dice, fore_dice], axis=-1))
+
+
+def authors_unified_focal(y_true, y_pred, weight=0.5, delta=0.6, gamma=0.5, symmetric=False):
+    """asym_unified_focal_loss / sym_unified_focal_loss."""
+    ftl = authors_focal_tversky(y_true, y_pred, delta, gamma, symmetric)
+    fl = authors_focal(y_true, y_pred, delta, gamma, symmetric)
+    if weight is None:
+        return ftl + fl
+    return weight * ftl + (1 - weight) * fl
+
+
+def keras_binary_inputs(logits: torch.Tensor, labels: torch.Tensor):
+    """(N, 1, H, W) logits and (N, H, W) labels -> the authors' (y_true, y_pred): channels-last
+    one-hot targets and (1 - sigmoid, sigmoid) probabilities, in float64 numpy."""
+    import numpy as np
+    x = logits.double().numpy()[:, 0]
+    p = 1 / (1 + np.exp(-x))
+    q = 1 / (1 + np.exp(x))
+    y = labels.numpy()
+    return (np.stack([y == 0, y == 1], axis=-1).astype(np.float64),
+            np.stack([q, p], axis=-1))
+
+
+# --- mmcv's focal-loss kernels (mmcv/ops/csrc/common/cuda/{sigmoid,softmax}_focal_loss_cuda_
+# kernel.cuh, mmcv 2.1; CUDA only, so CPU tests use this port), float64 numpy, forward only.
+# Labels are class indices; for the sigmoid form label == num_classes is background. Their
+# 'mean' is the sum over everything divided by the number of rows N (focal_loss.py). --------
+FLT_MIN = 1.1754943508222875e-38
+
+
+def _mmcv_reduce(out, n_rows, reduction):
+    return {'none': out, 'sum': out.sum(), 'mean': out.sum() / n_rows}[reduction]
+
+
+def mmcv_sigmoid_focal(logits, labels, gamma, alpha, weight=None, reduction='mean'):
+    import numpy as np
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(labels)
+    c = np.arange(x.shape[1])[None, :]
+    flag_p = (t[:, None] == c).astype(np.float64)
+    p = 1.0 / (1.0 + np.exp(-x))
+    term_p = np.power(1.0 - p, gamma) * np.log(np.maximum(p, FLT_MIN))
+    term_n = np.power(p, gamma) * np.log(np.maximum(1.0 - p, FLT_MIN))
+    out = -flag_p * alpha * term_p - (1 - flag_p) * (1.0 - alpha) * term_n
+    if weight is not None:
+        out = out * np.asarray(weight, dtype=np.float64)[t][:, None]
+    return _mmcv_reduce(out, x.shape[0], reduction)
+
+
+def mmcv_softmax_focal(logits, labels, gamma, alpha, weight=None, reduction='mean'):
+    import numpy as np
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(labels)
+    e = np.exp(x - x.max(axis=1, keepdims=True))  # the Python side's softmax
+    pred = (e / e.sum(axis=1, keepdims=True))[np.arange(x.shape[0]), t]
+    out = -alpha * np.power(1.0 - pred, gamma) * np.log(np.maximum(pred, FLT_MIN))
+    if weight is not None:
+        out = out * np.asarray(weight, dtype=np.float64)[t]
+    return _mmcv_reduce(out, x.shape[0], reduction)

@@ -81,12 +81,12 @@ WANT=$(cat "$CONSTRAINTS" "$ROOT/tools/setup.sh" "$ROOT/pyproject.toml" | sha256
 
 verify() {
   "$PY" - <<'EOF'
-import torch, torchvision, mmengine, mmcv, mmdet
+import torch, torchvision, mmengine, mmcv, mmdet, monai
 from mmcv.ops import sigmoid_focal_loss, nms  # compiled ops load
 import focal_plugin
 print(f'torch {torch.__version__}  torchvision {torchvision.__version__}  mmengine '
       f'{mmengine.__version__}  mmcv {mmcv.__version__}  mmdet {mmdet.__version__}  '
-      f'focal_plugin {focal_plugin.__version__}')
+      f'monai {monai.__version__}  focal_plugin {focal_plugin.__version__}')
 EOF
 }
 
@@ -116,6 +116,9 @@ fi
 
 step "mmdet, focal_plugin (editable) and test tools"
 pip_install --no-build-isolation mmdet -e "$ROOT[mmdet]" pytest ruff
+
+step "MONAI (test-only reference for the migration table; needs only torch and numpy)"
+pip_install --no-deps monai
 
 step "verifying the stack"
 verify

@@ -33,19 +33,24 @@ def softmax_margin(logits: Tensor, dim: int = 1) -> Tensor:
     A softmax probability is a sigmoid of this margin, ``p_c = sigmoid(d_c)``, so
     ``log p_c = logsigmoid(d_c)`` and ``log(1 - p_c) = logsigmoid(-d_c)`` are both exact where
     the softmax saturates (``log_softmax`` of a dominant class and ``1 - p_c`` both cancel).
-    For every class but the arg-max, ``O_c = log(sum_j e^(x_j - m) - e^(x_c - m)) + m`` keeps
-    the arg-max's term (>= 1) in the sum, so the subtraction loses no significant digits; for
-    the arg-max itself the other logits' log-sum-exp is taken directly.
+    With ``z = x - m`` (m the maximum), for every class but the arg-max
+    ``d_c = z_c - log(sum_j e^(z_j) - e^(z_c))`` keeps the arg-max's term (1) in the sum, so the
+    subtraction loses no significant digits; for the arg-max itself the other classes'
+    log-sum-exp of ``z`` is taken directly. Nothing of size ``|m|`` is ever added back, so the
+    margin keeps full relative precision at logits of any size.
     """
     top = logits.argmax(dim=dim, keepdim=True)
     is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(dim, top, True)
-    m = logits.amax(dim=dim, keepdim=True).detach()  # any constant shift; detached is exact
-    shifted = torch.exp(logits - m)
+    # Work in logits shifted by the maximum m (any constant; detached is exact): the margin is
+    # then a difference of O(1)-scaled numbers. Forming ``x - (log(rest) + m)`` instead rounds
+    # ``log(rest) + m`` to the spacing of m (1e-4 relative loss of log p at |x| ~ 4e3).
+    z = logits - logits.amax(dim=dim, keepdim=True).detach()
+    shifted = torch.exp(z)
     rest = shifted.sum(dim=dim, keepdim=True) - shifted
-    others = torch.log(torch.where(is_top, torch.ones_like(rest), rest)) + m
-    others_of_top = torch.logsumexp(logits.masked_fill(is_top, -float('inf')), dim=dim,
+    others = torch.log(torch.where(is_top, torch.ones_like(rest), rest))
+    others_of_top = torch.logsumexp(z.masked_fill(is_top, -float('inf')), dim=dim,
                                     keepdim=True)
-    return logits - torch.where(is_top, others_of_top, others)
+    return z - torch.where(is_top, others_of_top, others)
 
 
 def log1m_softmax(logits: Tensor, dim: int = 1) -> Tensor:

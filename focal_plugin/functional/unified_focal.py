@@ -23,6 +23,11 @@ Class 0 is the background; classes 1..C-1 are the rare (foreground) classes.
 * Unified: ``weight * L_FT + (1 - weight) * L_F`` (lambda = 0.5, delta = 0.6, gamma = 0.5 by
   default, the paper's recommended setting).
 
+``smooth`` (s above) defaults to 1e-7, the authors' ``K.epsilon()``
+(https://github.com/mlyg/unified-focal-loss): on an image without foreground the Tversky term
+of the foreground class is ``(delta * FN + (1 - delta) * FP) / (... + s)`` with FN = TP = 0, so
+s sets its value and the paper's numbers need the paper's s.
+
 Stability without the reference code's clipping of probabilities to [1e-7, 1 - 1e-7] (which
 silences gradients of confident pixels): probabilities are used as ``log_softmax`` /
 ``logsigmoid`` values and ``log(1 - p)`` as :func:`log1m_softmax`; ``1 - TI`` is computed as
@@ -60,8 +65,11 @@ def _class_log_probs(x: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def _check(inputs: Tensor, targets: Tensor, delta: float, gamma: float, variant: str,
-           ignore_index: int, stabilizer: str, eps: float) -> Tuple[Tensor, Tensor, int]:
-    """Validate once for every component; returns (one-hot targets, valid mask, classes)."""
+           ignore_index: int, stabilizer: str, eps: float,
+           tversky: bool = True) -> Tuple[Tensor, Tensor, int]:
+    """Validate once for every component; returns (one-hot targets, valid mask, classes).
+    ``tversky``: a Tversky term is computed, so gamma <= 1 (its exponent is 1 - gamma); the
+    focal component alone takes any gamma >= 0 (the authors' default there is 2)."""
     check_logits(inputs)
     if inputs.ndim < 3:
         raise ValueError('inputs must be (N, C, d1, ...) segmentation logits, got shape '
@@ -77,7 +85,7 @@ def _check(inputs: Tensor, targets: Tensor, delta: float, gamma: float, variant:
     if not 0.0 <= delta <= 1.0:
         raise ValueError(f'delta must be in [0, 1], got {delta}')
     check_exponent(gamma, 'gamma')
-    if gamma > 1:
+    if tversky and gamma > 1:
         raise ValueError(f'gamma must be in [0, 1] (the Tversky exponent is 1 - gamma), '
                          f'got {gamma}')
     if variant not in UFL_VARIANTS:
@@ -137,9 +145,10 @@ def asymmetric_focal_loss(inputs: Tensor, targets: Tensor, delta: float = 0.6,
                           gamma: float = 0.5, *, variant: str = 'asymmetric',
                           ignore_index: int = 255, stabilizer: str = 'exact',
                           eps: float = 1e-3) -> Tensor:
-    """The focal (distribution-based) component, mean over non-ignored pixels."""
+    """The focal (distribution-based) component, mean over non-ignored pixels (any
+    ``gamma >= 0``: without the Tversky term nothing limits it to [0, 1])."""
     onehot, valid, _ = _check(inputs, targets, delta, gamma, variant, ignore_index,
-                              stabilizer, eps)
+                              stabilizer, eps, tversky=False)
     x = inputs.to(compute_dtype(inputs))
     return _focal_part(x, onehot, valid, delta, gamma, variant == 'symmetric', stabilizer,
                        eps)
@@ -147,7 +156,7 @@ def asymmetric_focal_loss(inputs: Tensor, targets: Tensor, delta: float = 0.6,
 
 def focal_tversky_loss(inputs: Tensor, targets: Tensor, delta: float = 0.6,
                        gamma: float = 0.5, *, variant: str = 'asymmetric',
-                       ignore_index: int = 255, smooth: float = 1e-6,
+                       ignore_index: int = 255, smooth: float = 1e-7,
                        stabilizer: str = 'exact', eps: float = 1e-3) -> Tensor:
     """The focal Tversky (region-based) component, mean over images and classes."""
     onehot, valid, _ = _check(inputs, targets, delta, gamma, variant, ignore_index,
@@ -160,7 +169,7 @@ def focal_tversky_loss(inputs: Tensor, targets: Tensor, delta: float = 0.6,
 def unified_focal_loss(inputs: Tensor, targets: Tensor, weight: float = 0.5,
                        delta: float = 0.6, gamma: float = 0.5, *,
                        variant: str = 'asymmetric', ignore_index: int = 255,
-                       smooth: float = 1e-6, stabilizer: str = 'exact',
+                       smooth: float = 1e-7, stabilizer: str = 'exact',
                        eps: float = 1e-3) -> Tensor:
     """``weight * focal_tversky + (1 - weight) * asymmetric_focal`` (a scalar)."""
     if not 0.0 <= weight <= 1.0:

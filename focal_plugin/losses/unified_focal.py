@@ -15,6 +15,7 @@ __all__ = ['UnifiedFocalLoss', 'StableAsymmetricFocalLoss', 'StableFocalTverskyL
 
 class _SegmentationLoss(nn.Module):
     """Shared constructor: validates the paper's hyper-parameters once."""
+    has_tversky_term = True  # then gamma <= 1: the Tversky exponent is 1 - gamma
 
     def __init__(self, delta: float = 0.6, gamma: float = 0.5, variant: str = 'asymmetric',
                  ignore_index: int = 255, loss_weight: float = 1.0,
@@ -22,8 +23,9 @@ class _SegmentationLoss(nn.Module):
         super().__init__()
         if not 0.0 <= delta <= 1.0:
             raise ValueError(f'delta must be in [0, 1], got {delta}')
-        if not 0.0 <= check_exponent(gamma, 'gamma') <= 1.0:
-            raise ValueError(f'gamma must be in [0, 1] for the unified focal loss, got {gamma}')
+        if check_exponent(gamma, 'gamma') > 1.0 and self.has_tversky_term:
+            raise ValueError(f'gamma must be in [0, 1] for a loss with a Tversky term (its '
+                             f'exponent is 1 - gamma), got {gamma}')
         if variant not in UFL_VARIANTS:
             raise ValueError(f'variant must be one of {UFL_VARIANTS}, got {variant!r}')
         self.loss_weight = check_loss_weight(loss_weight)
@@ -55,13 +57,14 @@ class UnifiedFocalLoss(_SegmentationLoss):
     Args:
         variant: 'asymmetric' (default) | 'symmetric'. weight: lambda in [0, 1].
         delta: 0.6, gamma: 0.5 (the paper's defaults; gamma in [0, 1]).
-        ignore_index: label ignored by both terms. smooth: Tversky smoothing.
+        ignore_index: label ignored by both terms. smooth: Tversky smoothing (1e-7, the
+            authors' value; it decides the loss of images without foreground).
         stabilizer, eps: see :mod:`focal_plugin.functional.stabilizer`.
     """
     loss_fn = staticmethod(unified_focal_loss)
 
     def __init__(self, variant: str = 'asymmetric', weight: float = 0.5, delta: float = 0.6,
-                 gamma: float = 0.5, ignore_index: int = 255, smooth: float = 1e-6,
+                 gamma: float = 0.5, ignore_index: int = 255, smooth: float = 1e-7,
                  loss_weight: float = 1.0, stabilizer: str = 'exact',
                  eps: float = 1e-3) -> None:
         if not 0.0 <= weight <= 1.0:
@@ -72,8 +75,10 @@ class UnifiedFocalLoss(_SegmentationLoss):
 
 @register_model
 class StableAsymmetricFocalLoss(_SegmentationLoss):
-    """The focal (cross-entropy) component of the unified focal loss on its own."""
+    """The focal (cross-entropy) component of the unified focal loss on its own (any
+    gamma >= 0, as the authors' ``asymmetric_focal_loss``, whose default is 2)."""
     loss_fn = staticmethod(asymmetric_focal_loss)
+    has_tversky_term = False
 
 
 @register_model
@@ -81,6 +86,6 @@ class StableFocalTverskyLoss(_SegmentationLoss):
     """The focal Tversky (region) component of the unified focal loss on its own."""
     loss_fn = staticmethod(focal_tversky_loss)
 
-    def __init__(self, smooth: float = 1e-6, **kwargs) -> None:
+    def __init__(self, smooth: float = 1e-7, **kwargs) -> None:
         super().__init__(smooth=float(smooth), **kwargs)
 

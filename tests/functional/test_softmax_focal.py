@@ -1,4 +1,5 @@
 """Softmax focal loss: saturated softmax, float64 reference, label smoothing, ignore_index."""
+import math
 from functools import partial
 
 import pytest
@@ -101,3 +102,23 @@ def test_bad_labels_and_shapes():
         softmax_focal_loss(torch.zeros(2, 3), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match='C >= 2'):
         softmax_focal_loss(torch.zeros(2, 1), torch.tensor([0, 0]))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize('gamma', [0.0, 0.5, 2.0])
+@pytest.mark.parametrize('offset', [1e3, -3e3, 4223.485, 1e4, -1e4])
+def test_large_logits_keep_full_relative_precision(offset, gamma, dtype):
+    """Logits of size 1e3-1e4 whose differences are O(1) (a softmax far from saturating):
+    the loss is O(1) and must keep its digits. Forming the margin as ``x - (log(rest) + m)``
+    rounds to the spacing of m (1e-4 relative at 4e3: issue 28)."""
+    torch.manual_seed(3)
+    spread = torch.randn(6, 7, dtype=torch.float64) * 2
+    spread[0] = 0.0  # all logits equal: the loss is log 7 at gamma 0
+    x = (offset + spread).to(dtype)
+    y = torch.tensor([4, 0, 1, 2, 3, 6])
+    loss = softmax_focal_loss(x, y, gamma=gamma, reduction='none')
+    for i in range(6):
+        ref, _ = softmax_focal_row(x[i].tolist(), int(y[i]), gamma)
+        assert loss[i].item() == pytest.approx(ref, rel=1e-6), (i, loss[i].item(), ref)
+    if gamma == 0.0:
+        assert loss[0].item() == pytest.approx(math.log(7), rel=1e-6)

@@ -2,11 +2,18 @@
 import pytest
 import torch
 from conftest import DTYPES, loss_and_grad
+from reference import (
+    authors_focal,
+    authors_focal_tversky,
+    authors_unified_focal,
+    keras_binary_inputs,
+)
 
 from focal_plugin.functional import asymmetric_focal_loss, focal_tversky_loss, unified_focal_loss
+from focal_plugin.losses import StableFocalTverskyLoss, UnifiedFocalLoss
 
 
-def paper_ufl(logits, labels, weight=0.5, delta=0.6, gamma=0.5, symmetric=False, smooth=1e-6):
+def paper_ufl(logits, labels, weight=0.5, delta=0.6, gamma=0.5, symmetric=False, smooth=1e-7):
     """Yeung et al. 2022 written directly from the paper in float64 (no clipping: only valid
     at moderate logits, which is where we compare)."""
     x = logits.double()
@@ -25,6 +32,52 @@ def paper_ufl(logits, labels, weight=0.5, delta=0.6, gamma=0.5, symmetric=False,
         ftl[:, 0] = 1 - ti[:, 0]
     return weight * ftl.mean() + (1 - weight) * focal
 
+
+def _issue_28_example(dtype=torch.float64):
+    """Two images, logits all -16; the second has a 3x3 foreground blob at +3 (the first has
+    no foreground at all, common in segmentation: there the smoothing decides the loss)."""
+    x = torch.full((2, 1, 8, 8), -16.0, dtype=dtype)
+    y = torch.zeros(2, 8, 8, dtype=torch.long)
+    x[1, 0, 2:5, 3:6] = 3.0
+    y[1, 2:5, 3:6] = 1
+    return x, y
+
+
+@pytest.mark.parametrize('dtype, rel', [(torch.float64, 1e-12), (torch.float32, 1e-5)],
+                         ids=str)
+def test_defaults_equal_the_authors_code_on_an_image_without_foreground(dtype, rel):
+    x, y = _issue_28_example(dtype)
+    want = authors_unified_focal(*keras_binary_inputs(x, y))  # weight .5, delta .6, gamma .5
+    assert UnifiedFocalLoss()(x, y).item() == pytest.approx(want, rel=rel)
+    assert unified_focal_loss(x, y).item() == pytest.approx(want, rel=rel)
+    ftl = authors_focal_tversky(*keras_binary_inputs(x, y), 0.6, 0.5, False)
+    assert StableFocalTverskyLoss()(x, y).item() == pytest.approx(ftl, rel=rel)
+    assert focal_tversky_loss(x, y).item() == pytest.approx(ftl, rel=rel)
+    # the smoothing is what decides it: the former default (1e-6) is 10 % off here
+    assert UnifiedFocalLoss(smooth=1e-6)(x, y).item() == pytest.approx(0.130399, abs=1e-6)
+    assert want == pytest.approx(0.145586, abs=1e-6)
+
+
+@pytest.mark.parametrize('variant', ['asymmetric', 'symmetric'])
+@pytest.mark.parametrize('weight, delta, gamma', [(0.5, 0.6, 0.5), (0.3, 0.7, 0.1),
+                                                  (0.8, 0.4, 0.9), (0.5, 0.6, 0.0)])
+def test_equals_the_authors_binary_losses(variant, weight, delta, gamma):
+    """Random images, some without foreground, logits within +-15 (where the authors' clip to
+    [1e-7, 1 - 1e-7] does not act): both components and the sum agree to float64 rounding."""
+    torch.manual_seed(4)
+    x = (torch.randn(4, 1, 12, 12, dtype=torch.float64) * 5).clamp(-15, 15)
+    y = (torch.rand(4, 12, 12) < 0.2).long()
+    y[0] = 0
+    y[2] = 0
+    symmetric = variant == 'symmetric'
+    keras = keras_binary_inputs(x, y)
+    kw = dict(delta=delta, gamma=gamma, variant=variant)
+    assert unified_focal_loss(x, y, weight=weight, **kw).item() == pytest.approx(
+        authors_unified_focal(*keras, weight, delta, gamma, symmetric), rel=1e-12)
+    assert asymmetric_focal_loss(x, y, **kw).item() == pytest.approx(
+        authors_focal(*keras, delta, gamma, symmetric), rel=1e-12)
+    assert focal_tversky_loss(x, y, **kw).item() == pytest.approx(
+        authors_focal_tversky(*keras, delta, gamma, symmetric), rel=1e-12)
 
 
 @pytest.mark.parametrize('channels', [1, 3])

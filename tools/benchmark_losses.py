@@ -6,7 +6,8 @@ directly, without the autograd function around it: the practical CPU limit, sinc
 bound by exp/log1p, not memory).
 
     .venv/bin/python tools/benchmark_losses.py --threads 1 2 --repeats 7 \\
-        --out results/benchmark_losses.md
+        --out work_dirs/benchmark_losses.md
+    .venv/bin/python tools/benchmark_losses.py --sizes 1e4 --threads 1 --repeats 1  # a smoke run
 
 Targets are RetinaNet-style one-hot labels over 80 classes (bool for ours, as StableFocalLoss
 passes them; float 0/1 for torchvision and mmdet). Time: median wall time of forward +
@@ -19,10 +20,24 @@ included for every variant alike. GPU rows are added when CUDA is available (pea
 ``--first-call`` adds how long the first call takes in a fresh process (cold and warm
 compiler cache) for the 'auto' and 'compile' backends, and counts compilations while the
 anchor count changes every step.
+
+Only the tables go to the terminal. What the libraries write to stderr while the tool measures
+goes to a log file (``--log``; by default beside ``--out``, ``<out>.profiler.log``, else in the
+temporary folder), and the last line of the output says where and how many lines it holds.
+On the CPU that is mostly ``torch.profiler``'s native library, kineto: two ``USDT:`` lines
+(``profiler_start``, ``profiler_stop``) per profiled forward+backward, one per variant and
+size. On a machine without an NVIDIA driver kineto also logs, once per process, ``ERROR: ...
+gpuGetDeviceCount failed with code 35``: 35 is ``cudaErrorInsufficientDriver``, the CUDA
+build of torch asking for GPU properties to put in the trace where there is no driver. It is
+harmless here (only CPU activity is profiled, CUDA is not available) and is counted, not
+shown; any other ``ERROR`` line in the log is printed (to stderr) at the end of the run. The
+compiler adds, once, ``No CUDA runtime is found, using CUDA_HOME=...`` on such a machine (from
+``torch.utils.cpp_extension``; the CPU kernels need no CUDA).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -47,7 +62,7 @@ from focal_plugin.functional import (
 from focal_plugin.functional import targets as target_check
 
 NUM_CLASSES = 80
-ANCHORS = [125, 1250, 2000, 12500, 125000]  # x 80 classes: 1e4 ... 1e7 elements
+ANCHORS = [125, 1250, 2000, 12500, 125000]  # x 80 classes: 1e4 ... 1e7 elements (--sizes)
 GAMMA, ALPHA = 2.0, 0.25
 
 
@@ -326,15 +341,36 @@ def first_call_table() -> list:
     return lines
 
 
-TARGET_CHECK_TITLE = ('Cost of the [0, 1] target check (issue 15; 1e7 logits, fused compiled '
-                      'kernels)')
+def short(logits: int) -> str:
+    """1e7, 1.6e5: a logit count as --sizes takes it."""
+    mantissa, exponent = f'{logits:.1e}'.split('e')
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+
+
+def target_check_title(anchors: int) -> str:
+    """The section's heading (``--target-check`` replaces the section of this title)."""
+    return (f'Cost of the [0, 1] target check (issue 15; {short(anchors * NUM_CLASSES)} logits, '
+            'fused compiled kernels)')
+
+
+def logit_count(text: str) -> int:
+    """--sizes: a number of logits (1e5, 160000), a positive multiple of the class count."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not (value >= NUM_CLASSES and value == int(value) and int(value) % NUM_CLASSES == 0):
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: a number of logits must be a positive multiple of {NUM_CLASSES} '
+            f'(anchors x {NUM_CLASSES} classes), e.g. 1e4, 1e5, 1.6e5')
+    return int(value)
 HEADER = ['| device | threads | size | variant | fwd+bwd ms (median) | x base '
           '| peak MB | x base | Melem/s |', '|---|---|---|---|---|---|---|---|---|']
 
 
 def target_check_table(args) -> list:
-    """One table per loss: the fused loss with the check off (base), on, and the check
-    alone; "x base" = time / time with the check off."""
+    """One table per loss, at the largest --sizes: the fused loss with the check off (base),
+    on, and the check alone; "x base" = time / time with the check off."""
     lines = ['"x base": time (peak memory) relative to the same loss with the check off. The '
              'peak of "the check alone" counts the inputs (logits, targets, gradient buffer) '
              'like every row; the check itself allocates nothing of that size.', '']
@@ -342,7 +378,7 @@ def target_check_table(args) -> list:
         print(f'\n{title}')
         rows = []
         for threads in args.threads:
-            rows += measure('cpu', threads, args.repeats, variants, targets, ANCHORS[-1:])
+            rows += measure('cpu', threads, args.repeats, variants, targets, args.anchors[-1:])
         lines += [f'*{title}*', ''] + HEADER + [format_row(r) for r in rows] + ['']
     return lines
 
@@ -366,6 +402,46 @@ def write_section(path, title, lines) -> None:
         f.write(new)
 
 
+# kineto's GPU query on a machine without an NVIDIA driver (module docstring): harmless when
+# CUDA is unavailable, so not repeated at the end of the run
+NO_DRIVER = 'gpuGetDeviceCount failed with code 35'
+
+
+@contextlib.contextmanager
+def stderr_to(path: str):
+    """Send everything written to the process's stderr (file descriptor 2: the native
+    libraries' logs as well as Python's warnings and logging) to ``path`` while it runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, 'w') as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def report_messages(path: str) -> None:
+    """Say where the libraries' messages went; print the ERROR lines that are not the known
+    harmless one."""
+    with open(path) as f:
+        lines = [line.rstrip('\n') for line in f if line.strip()]
+    print(f'\n(library messages while measuring, not part of the tables: {len(lines)} lines in '
+          f'{path})')
+    for line in lines:
+        if line.startswith('ERROR') and not (NO_DRIVER in line and not torch.cuda.is_available()):
+            print(f'profiler/compiler error logged in {path}: {line}', file=sys.stderr)
+
+
+def default_log(out) -> str:
+    if out:
+        return os.path.splitext(out)[0] + '.profiler.log'
+    return os.path.join(tempfile.gettempdir(), f'benchmark_losses_{os.getpid()}.profiler.log')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=HelpFormatter)
@@ -378,15 +454,35 @@ def main() -> None:
                         help='also measure first-call stall and recompilation (subprocesses)')
     parser.add_argument('--probe', choices=fused.BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument('--target-check', action='store_true',
-                        help='measure only the cost of the [0, 1] target check (1e7 logits) '
-                        'and write its section into --out, leaving the other tables')
+                        help='measure only the cost of the [0, 1] target check (at the '
+                        'largest --sizes) and write its section into --out, leaving the other '
+                        'tables')
+    parser.add_argument('--sizes', type=logit_count, nargs='+',
+                        default=[a * NUM_CLASSES for a in ANCHORS], metavar='LOGITS',
+                        help=f'numbers of logits (anchors x {NUM_CLASSES} classes; 1e5 is '
+                        'read as 100000): the focal-loss table has one block per size, QFL and '
+                        'VFL are measured at the two largest, the target check at the largest')
     parser.add_argument('--out', default=None, help='write the Markdown tables here too')
+    parser.add_argument('--log', default=None,
+                        help='file for what torch.profiler (kineto) and the compiler write to '
+                        'stderr while measuring (default: <--out without .md>.profiler.log, '
+                        'without --out a file in the temporary folder)')
     args = parser.parse_args()
+    args.anchors = sorted({n // NUM_CLASSES for n in args.sizes})
     if args.probe:
         return probe_first_call(args.probe)
+    log = args.log or default_log(args.out)
+    try:
+        with stderr_to(log):
+            benchmark(args)
+    finally:
+        report_messages(log)
+
+
+def benchmark(args) -> None:
     if args.target_check:
         command = ' '.join(['.venv/bin/python', 'tools/benchmark_losses.py'] + sys.argv[1:])
-        return write_section(args.out, TARGET_CHECK_TITLE,
+        return write_section(args.out, target_check_title(args.anchors[-1]),
                              [f'Command: `{command}`', ''] + target_check_table(args))
 
     header = ['| device | threads | size | variant | fwd+bwd ms (median) | x torchvision '
@@ -394,9 +490,9 @@ def main() -> None:
     print('\n'.join(header))
     rows = []
     for threads in args.threads:
-        rows += measure('cpu', threads, args.repeats)
+        rows += measure('cpu', threads, args.repeats, anchor_counts=args.anchors)
     if torch.cuda.is_available():
-        rows += measure('cuda', 1, args.repeats)
+        rows += measure('cuda', 1, args.repeats, anchor_counts=args.anchors)
     lines = [f'torch {torch.__version__}, gamma={GAMMA}, alpha={ALPHA}, median of '
              f'{args.repeats} fwd+bwd runs; CUDA available: {torch.cuda.is_available()}', '']
     lines += header + [format_row(r) for r in rows]
@@ -410,9 +506,9 @@ def main() -> None:
         section = []
         for threads in args.threads:
             section += measure('cpu', threads, args.repeats, variants, quality_targets,
-                               ANCHORS[-2:])
+                               args.anchors[-2:])
         lines += ['', f'### {title}', ''] + header + [format_row(r) for r in section]
-    lines += ['', f'### {TARGET_CHECK_TITLE}', ''] + target_check_table(args)
+    lines += ['', f'### {target_check_title(args.anchors[-1])}', ''] + target_check_table(args)
     if args.first_call:
         lines += ['', '### First call and varying anchor counts (fresh process, 1 thread, '
                   '~100k x 80 logits)', ''] + first_call_table()

@@ -38,6 +38,9 @@ import torch  # noqa: E402
 from focal_plugin.cli import HelpFormatter  # noqa: E402
 
 VARIANTS = ('no hook', 'hook', 'detect_anomaly')
+# below this many rounds the medians are anecdotes and the bootstrap of a median over a handful
+# of ratios collapses onto one or two of them (a zero-width "interval"): not reported as one
+MIN_ROUNDS = 10
 
 
 def build(args, work_dir):
@@ -136,6 +139,33 @@ def paired_overhead(variant, base, reps=2000, seed=0):
     return statistics.median(ratios), boot[int(0.025 * reps)], boot[int(0.975 * reps)]
 
 
+def zero_width(low, high) -> bool:
+    """The interval has no width at the table's precision (0.01 %)."""
+    return f'{100 * low:+.2f}' == f'{100 * high:+.2f}'
+
+
+def interval_cell(low, high, rounds):
+    """The 95% interval's table cell, or 'n/a' where there is none to speak of."""
+    if rounds < MIN_ROUNDS or zero_width(low, high):
+        return 'n/a'
+    return f'{100 * low:+.2f} % .. {100 * high:+.2f} %'
+
+
+def sample_warning(rounds, no_width):
+    """The warning line above the table when its overheads do not mean much, else None."""
+    if rounds < MIN_ROUNDS:
+        why = (f'only {rounds} round(s): too few for the overheads to mean anything, and no '
+               'confidence interval can be estimated from so few (shown as n/a)')
+    elif no_width:
+        why = (f'the bootstrap interval over {rounds} rounds has zero width (the paired ratios '
+               'are nearly all equal, e.g. at the timer\'s resolution): it is no confidence '
+               'interval (shown as n/a)')
+    else:
+        return None
+    return (f'**WARNING: sample too small** - {why}. For a meaningful figure run more rounds '
+            f'(--rounds 100 or more; the default is 150).')
+
+
 def audit_cost(runner, hook, reps=200):
     """CPU seconds per audit of this model's gradients and loss, the way the hook does it
     (fused norm pass plus one host sync), timed on its own."""
@@ -183,10 +213,17 @@ def audit_cost_cold(runner, reps=60):
     return out
 
 
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive int, got {text!r}')
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument('--rounds', type=int, default=150,
+    parser.add_argument('--rounds', type=positive_int, default=150,
                         help='timed rounds (each runs every variant, in a shuffled order); the '
                         'overheads and their intervals are over rounds, so use 100 or more')
     parser.add_argument('--block', type=int, default=1, help='steps per variant per round')
@@ -258,14 +295,19 @@ def main():
         f"| no hook | {base * 1e3:.1f} | - | - | {statistics.median(walls['no hook']) * 1e3:.1f} "
         '| - | - |',
     ]
+    no_width = False
     for name in VARIANTS[1:]:
         cells = [name]
         for series in (times, walls):
             median = statistics.median(series[name])
             overhead, low, high = paired_overhead(series[name], series['no hook'])
+            no_width |= zero_width(low, high)
             cells += [f'{median * 1e3:.1f}', f'{100 * overhead:+.2f} %',
-                      f'{100 * low:+.2f} % .. {100 * high:+.2f} %']
+                      interval_cell(low, high, args.rounds)]
         lines.append('| ' + ' | '.join(cells) + ' |')
+    warning = sample_warning(args.rounds, no_width)
+    if warning:
+        lines = [warning, ''] + lines
     own = statistics.median(probe.per_step) / args.block
     lines += [
         '',

@@ -89,26 +89,57 @@ def plot_loss_curves(curves, path):
 POSITIVE_BREAK, NEGATIVE_BREAK = 16.64, -17.33
 
 
-def plot_logit_extremes(records, path):
+# one colour per run; grey and black are kept for the break points
+RUN_COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:purple', 'tab:brown', 'tab:pink',
+              'tab:olive', 'tab:cyan')
+BREAK_COLOR = 'black'
+
+
+def _run_styles(count):
+    """Line styles of ``count`` runs, the first given on top. Runs that agree (the original and
+    the exact loss agree wherever the original is finite) draw the same curve: the later a run,
+    the wider, lighter and lower it is drawn, and the first is a thin dashed line, so each one
+    still shows where they coincide."""
+    if count == 1:
+        return [dict(linestyle='-', linewidth=1.5, alpha=1.0, zorder=3)]
+    return [dict(linestyle='--' if i == 0 else '-', linewidth=1.5 + 3.0 * i,
+                 alpha=1.0 if i == 0 else max(0.25, 0.55 - 0.15 * (i - 1)),
+                 zorder=3 + count - i) for i in range(count)]
+
+
+def logit_extremes_figure(records):
     """``records``: {label: divergence record}. Per epoch, the smallest logit of a negative
-    and the largest of a positive, against optimizer steps, with the break points."""
+    and the largest of a positive, against optimizer steps, with the break points. Returns the
+    figure (matplotlib, Agg)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, record in records.items():
+    styles = _run_styles(len(records))
+    for (label, record), color, style in zip(records.items(), RUN_COLORS * len(records),
+                                             styles):
         steps = record['iters_per_epoch']
-        for key, style in (('pos_logit_max', '-'), ('neg_logit_min', '--')):
+        for key in ('pos_logit_max', 'neg_logit_min'):
             values = record.get(key) or []
             xs = [(i + 1) * steps for i, v in enumerate(values) if v is not None]
-            which = 'largest positive' if key == 'pos_logit_max' else 'smallest negative'
-            ax.plot(xs, [v for v in values if v is not None], style,
-                    label=f'{label}: {which} logit')
-    for y, text in ((POSITIVE_BREAK, 'sigmoid(x) == 1 in float32'),
-                    (NEGATIVE_BREAK, '1 - (1 - p) == 0 in float32')):
-        ax.axhline(y, color='red', linewidth=1)
-        ax.text(0, y, f' {text} ({y:+g})', color='red', fontsize=7, va='bottom')
+            ax.plot(xs, [v for v in values if v is not None], color=color,
+                    label=f'{label}: largest positive / smallest negative logit'
+                    if key == 'pos_logit_max' else None, **style)
+    for i, (y, text) in enumerate(((POSITIVE_BREAK, 'sigmoid(x) == 1 in float32'),
+                                   (NEGATIVE_BREAK, '1 - (1 - p) == 0 in float32'))):
+        ax.axhline(y, color=BREAK_COLOR, linestyle=':', linewidth=1.2, zorder=2,
+                   label=None if i else 'break points of the original loss (float32)')
+        ax.text(0, y, f' {text} ({y:+g})', color=BREAK_COLOR, fontsize=7, va='bottom')
     ax.set_xlabel('optimizer step')
     ax.set_ylabel('logit')
     ax.set_title('Most confident logits per epoch vs the original loss\'s break points')
-    ax.legend(fontsize=7, loc='center right')
+    # below the axes: the curves can be anywhere between the break points
+    ax.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.14), ncol=2,
+              frameon=False)
+    return fig
+
+
+def plot_logit_extremes(records, path):
+    """:func:`logit_extremes_figure`, written to ``path``."""
+    plt = _pyplot()
+    fig = logit_extremes_figure(records)
     fig.savefig(path, dpi=120, bbox_inches='tight')
     plt.close(fig)

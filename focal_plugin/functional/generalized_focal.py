@@ -32,6 +32,7 @@ from .targets import check_probability_targets
 from .validation import (
     check_eps,
     check_exponent,
+    check_flag,
     check_logits,
     check_non_negative,
     check_reduction,
@@ -89,6 +90,7 @@ def quality_focal_loss(inputs: Tensor,
 
     ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``)."""
     x, t = _prepare(inputs, targets, beta, 'beta', reduction, stabilizer, eps)
+    activated = check_flag(activated, 'activated')
     if stabilizer == 'exact' and not activated and beta > 0:  # (beta 0: plain BCE)
         out = fused_loss('quality', x, t, (beta,), reduction)  # one pass, see .fused
         if out is not None:
@@ -110,6 +112,7 @@ def varifocal_loss(inputs: Tensor,
     """Element-wise VFL on logits; ``targets`` are IoU-aware scores (0 for negatives)."""
     x, t = _prepare(inputs, targets, gamma, 'gamma', reduction, stabilizer, eps)
     alpha = check_non_negative(alpha, 'alpha')
+    iou_weighted = check_flag(iou_weighted, 'iou_weighted')
     if stabilizer == 'exact':
         out = fused_loss('vfl', x, t, (alpha, gamma, float(iou_weighted)), reduction)
         if out is not None:  # loss and closed-form gradient in one pass, see .fused

@@ -32,6 +32,7 @@ from .validation import (
     check_alpha,
     check_eps,
     check_exponent,
+    check_flag,
     check_logits,
     check_reduction,
     check_same_shape,
@@ -96,6 +97,7 @@ def sigmoid_focal_loss(inputs: Tensor,
     check_reduction(reduction)
     check_stabilizer(stabilizer)
     eps = check_eps(eps)
+    activated = check_flag(activated, 'activated')
 
     exact_logits = stabilizer == 'exact' and not activated
     positive = _hard_labels(targets, detect_in_floats=exact_logits)

@@ -14,7 +14,7 @@ the ``'none'`` form's gradient is NaN.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,19 @@ from torch import Tensor
 
 from ._common import compute_dtype, reduce
 from .stabilizer import modulating_factor
-from .validation import check_eps, check_exponent, check_logits, check_reduction, check_stabilizer
+from .targets import check_label_range
+from .validation import (
+    check_class_vector,
+    check_eps,
+    check_exponent,
+    check_ignore_index,
+    check_index_labels,
+    check_logits,
+    check_probability,
+    check_reduction,
+    check_stabilizer,
+    not_ignored,
+)
 
 __all__ = ['softmax_focal_loss', 'softmax_margin', 'log1m_softmax']
 
@@ -58,21 +70,6 @@ def log1m_softmax(logits: Tensor, dim: int = 1) -> Tensor:
     return F.logsigmoid(-softmax_margin(logits, dim))
 
 
-def _class_vector(value: Union[float, Sequence[float], Tensor, None], num_classes: int,
-                  name: str, like: Tensor) -> Optional[Tensor]:
-    if value is None:
-        return None
-    vec = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    if vec.ndim == 0:
-        vec = vec.expand(num_classes)
-    if vec.shape != (num_classes,):
-        raise ValueError(f'{name} must be a scalar or have {num_classes} entries (one per '
-                         f'class), got shape {tuple(vec.shape)}')
-    if not torch.isfinite(vec).all() or (vec < 0).any():
-        raise ValueError(f'{name} must be finite and >= 0')
-    return vec
-
-
 def softmax_focal_loss(inputs: Tensor,
                        targets: Tensor,
                        alpha: Union[float, Sequence[float], Tensor, None] = None,
@@ -102,8 +99,7 @@ def softmax_focal_loss(inputs: Tensor,
     if inputs.ndim < 2 or inputs.shape[1] < 2:
         raise ValueError(f'inputs must be (N, C, ...) logits with C >= 2 classes, got shape '
                          f'{tuple(inputs.shape)}')
-    if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.is_complex():
-        raise TypeError('targets must be an integer tensor of class indices')
+    check_index_labels(targets)
     expected = (inputs.shape[0],) + tuple(inputs.shape[2:])
     if tuple(targets.shape) != expected:
         raise ValueError(f'targets must have shape {expected} for inputs of shape '
@@ -112,15 +108,16 @@ def softmax_focal_loss(inputs: Tensor,
     check_reduction(reduction)
     check_stabilizer(stabilizer)
     eps = check_eps(eps)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}')
+    label_smoothing = check_probability(label_smoothing, 'label_smoothing', open_above=True)
+    ignore_index = check_ignore_index(ignore_index)
     num_classes = inputs.shape[1]
-    valid = targets != ignore_index
-    if bool(((targets < 0) | (targets >= num_classes))[valid].any()):
-        raise ValueError(f'targets must be class indices in [0, {num_classes}) or '
-                         f'ignore_index={ignore_index}')
-
+    valid = not_ignored(targets, ignore_index)
+    labels = torch.where(valid, targets, 0)
+    check_label_range(labels, 0, num_classes - 1, 'targets',
+                      f' (class indices; or ignore_index={ignore_index})')
     x = inputs.to(compute_dtype(inputs))
+    class_vectors = [check_class_vector(v, num_classes, name, x)
+                     for name, v in (('alpha', alpha), ('class_weight', class_weight))]
     if stabilizer == 'exact':  # the true loss: exact log p and log(1 - p) from the margin
         margin = softmax_margin(x, dim=1)
         log_p = F.logsigmoid(margin)
@@ -130,13 +127,14 @@ def softmax_focal_loss(inputs: Tensor,
         forms = {}
     factor = modulating_factor(gamma, stabilizer, eps,
                                base=lambda: 1 - torch.softmax(x, dim=1), **forms)
-    q = F.one_hot(torch.where(valid, targets, 0).long(), num_classes).movedim(-1, 1).to(x.dtype)
+    # one-hot by comparison, not F.one_hot: no host sync, a bad label never indexes memory
+    classes = torch.arange(num_classes, device=x.device).view((1, -1) + (1,) * (x.ndim - 2))
+    q = (labels.unsqueeze(1) == classes).to(x.dtype)
     if label_smoothing > 0:
         q = q * (1 - label_smoothing) + label_smoothing / num_classes
     per_class = -q * factor * log_p
     shape = (1, num_classes) + (1,) * (inputs.ndim - 2)
-    for vec in (_class_vector(alpha, num_classes, 'alpha', x),
-                _class_vector(class_weight, num_classes, 'class_weight', x)):
+    for vec in class_vectors:
         if vec is not None:
             per_class = per_class * vec.view(shape)
     loss = per_class.sum(dim=1) * valid

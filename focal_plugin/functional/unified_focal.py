@@ -48,7 +48,19 @@ from torch import Tensor
 from ._common import compute_dtype
 from .softmax_focal import softmax_margin
 from .stabilizer import modulating_factor
-from .validation import check_eps, check_exponent, check_logits, check_stabilizer
+from .targets import check_label_range
+from .validation import (
+    check_choice,
+    check_eps,
+    check_exponent,
+    check_ignore_index,
+    check_index_labels,
+    check_logits,
+    check_positive,
+    check_probability,
+    check_stabilizer,
+    not_ignored,
+)
 
 __all__ = ['asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss',
            'UFL_VARIANTS']
@@ -74,30 +86,30 @@ def _check(inputs: Tensor, targets: Tensor, delta: float, gamma: float, variant:
     if inputs.ndim < 3:
         raise ValueError('inputs must be (N, C, d1, ...) segmentation logits, got shape '
                          f'{tuple(inputs.shape)}')
-    if not isinstance(targets, Tensor) or targets.is_floating_point():
-        raise TypeError('targets must be an integer tensor of class indices (N, d1, ...)')
+    check_index_labels(targets)
     expected = (inputs.shape[0],) + tuple(inputs.shape[2:])
     if targets.ndim == inputs.ndim and targets.shape[1] == 1:
         targets = targets.squeeze(1)  # (N, 1, H, W) masks are accepted too
     if tuple(targets.shape) != expected:
         raise ValueError(f'targets must have shape {expected} for inputs '
                          f'{tuple(inputs.shape)}, got {tuple(targets.shape)}')
-    if not 0.0 <= delta <= 1.0:
-        raise ValueError(f'delta must be in [0, 1], got {delta}')
+    check_probability(delta, 'delta')
     check_exponent(gamma, 'gamma')
     if tversky and gamma > 1:
         raise ValueError(f'gamma must be in [0, 1] (the Tversky exponent is 1 - gamma), '
                          f'got {gamma}')
-    if variant not in UFL_VARIANTS:
-        raise ValueError(f'variant must be one of {UFL_VARIANTS}, got {variant!r}')
+    check_choice(variant, 'variant', UFL_VARIANTS)
     check_stabilizer(stabilizer)
     check_eps(eps)
+    ignore_index = check_ignore_index(ignore_index)
     num_classes = max(inputs.shape[1], 2)
-    valid = targets != ignore_index
-    if bool(((targets < 0) | (targets >= num_classes))[valid].any()):
-        raise ValueError(f'targets must be class indices in [0, {num_classes}) or '
-                         f'ignore_index={ignore_index}')
-    onehot = F.one_hot(torch.where(valid, targets, 0).long(), num_classes).movedim(-1, 1)
+    valid = not_ignored(targets, ignore_index)
+    labels = torch.where(valid, targets, 0)
+    check_label_range(labels, 0, num_classes - 1, 'targets',
+                      f' (class indices; or ignore_index={ignore_index})')
+    # one-hot by comparison, not F.one_hot: no host sync, a bad label never indexes memory
+    classes = torch.arange(num_classes, device=labels.device)
+    onehot = labels.unsqueeze(1) == classes.view((1, -1) + (1,) * (labels.ndim - 1))
     return onehot, valid, num_classes
 
 
@@ -138,7 +150,8 @@ def _tversky_part(x: Tensor, onehot: Tensor, valid: Tensor, delta: float, gamma:
     modulated = torch.ones(tp.shape[1], dtype=torch.bool, device=x.device)
     modulated[0] = symmetric  # foreground always enhanced; background only if symmetric
     per_class = torch.where(modulated, factor, one_minus_ti)
-    return per_class.mean().to(compute_dtype(x))
+    # mean over images and classes; zero images give 0, not the NaN of an empty mean
+    return (per_class.sum() / max(per_class.numel(), 1)).to(compute_dtype(x))
 
 
 def asymmetric_focal_loss(inputs: Tensor, targets: Tensor, delta: float = 0.6,
@@ -159,6 +172,7 @@ def focal_tversky_loss(inputs: Tensor, targets: Tensor, delta: float = 0.6,
                        ignore_index: int = 255, smooth: float = 1e-7,
                        stabilizer: str = 'exact', eps: float = 1e-3) -> Tensor:
     """The focal Tversky (region-based) component, mean over images and classes."""
+    smooth = check_positive(smooth, 'smooth')
     onehot, valid, _ = _check(inputs, targets, delta, gamma, variant, ignore_index,
                               stabilizer, eps)
     x = inputs.to(compute_dtype(inputs))
@@ -172,8 +186,8 @@ def unified_focal_loss(inputs: Tensor, targets: Tensor, weight: float = 0.5,
                        smooth: float = 1e-7, stabilizer: str = 'exact',
                        eps: float = 1e-3) -> Tensor:
     """``weight * focal_tversky + (1 - weight) * asymmetric_focal`` (a scalar)."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f'weight (lambda) must be in [0, 1], got {weight}')
+    check_probability(weight, 'weight (lambda)')
+    smooth = check_positive(smooth, 'smooth')
     onehot, valid, _ = _check(inputs, targets, delta, gamma, variant, ignore_index,
                               stabilizer, eps)
     x = inputs.to(compute_dtype(inputs))

@@ -2,21 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
+from ..functional.validation import check_count, check_flag
 from .policy import ESCALATIONS, Policy
 
 __all__ = ['SanitizerOptions']
-
-
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int{" or None" if allow_none else ""}, '
-                        f'got {value!r} ({type(value).__name__})')
-    if value < minimum:
-        raise ValueError(f'{name} must be >= {minimum}, got {value}')
 
 
 @dataclass(frozen=True)
@@ -39,19 +29,17 @@ class SanitizerOptions:
         object.__setattr__(self, 'policy', Policy.parse(self.policy, 'policy'))
         object.__setattr__(self, 'escalate_to',
                            Policy.parse(self.escalate_to, 'escalate_to', ESCALATIONS))
-        _check_int('interval', self.interval, 1)
-        _check_int('max_consecutive', self.max_consecutive, 1, allow_none=True)
+        # the package's rules for counts and flags (functional/validation.py)
+        for name, allow_none in (('interval', False), ('max_consecutive', True),
+                                 ('max_consecutive_overflow', True),
+                                 ('max_reported_events', False), ('max_listed', False)):
+            object.__setattr__(self, name, check_count(getattr(self, name), name, 1, allow_none))
         for name in ('check_loss', 'check_params', 'localize', 'protect_checkpoints'):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise TypeError(f'{name} must be a bool, got {value!r} ({type(value).__name__})')
-        _check_int('max_consecutive_overflow', self.max_consecutive_overflow, 1, allow_none=True)
+            object.__setattr__(self, name, check_flag(getattr(self, name), name))
         if self.report_file is not None and (not isinstance(self.report_file, str)
                                              or not self.report_file):
             raise TypeError(f'report_file must be a non-empty str or None, '
                             f'got {self.report_file!r}')
-        _check_int('max_reported_events', self.max_reported_events, 1)
-        _check_int('max_listed', self.max_listed, 1)
 
     def as_config(self) -> dict:
         """The behaviour-defining options, as logged and written to the report."""

@@ -15,7 +15,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..functional.validation import DropInError, check_eps, check_reduction, check_stabilizer
+from ..functional.validation import (
+    DropInError,
+    check_avg_factor,
+    check_eps,
+    check_loss_weight,
+    check_reduction,
+    check_stabilizer,
+    check_weight_tensor,
+)
 
 __all__ = ['resolve_reduction', 'weighted_reduce', 'weight_reduce_loss', 'check_loss_weight',
            'set_common_arguments', 'InvalidReductionError']
@@ -32,12 +40,6 @@ def resolve_reduction(default: str, override: Optional[str]) -> str:
         raise InvalidReductionError(
             f"reduction_override must be None, 'none', 'mean' or 'sum', got {override!r}")
     return override
-
-
-def check_loss_weight(loss_weight: float) -> float:
-    if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)):
-        raise TypeError(f'loss_weight must be a real number, got {type(loss_weight).__name__}')
-    return float(loss_weight)
 
 
 def set_common_arguments(module, reduction: str, loss_weight: float, stabilizer: str,
@@ -82,12 +84,14 @@ def weight_reduce_loss(loss: Tensor, weight: Optional[Tensor] = None, reduction:
 
 def weighted_reduce(loss: Tensor, weight: Optional[Tensor], reduction: str,
                     avg_factor: Optional[float]) -> Tensor:
+    """The forward contract's arguments checked by the package's rules (weights finite and
+    >= 0, ``avg_factor`` None or finite >= 0, without a host sync on CUDA), then mmdet's
+    reduction."""
+    avg_factor = check_avg_factor(avg_factor)
     if avg_factor is not None and reduction == 'sum':
         raise ValueError('avg_factor can not be used with reduction="sum"')
     if weight is not None:
-        if not isinstance(weight, Tensor):
-            raise TypeError(f'weight must be a torch.Tensor, got {type(weight).__name__}')
-        weight = _match_weight(weight, loss).to(loss.dtype)
+        weight = _match_weight(check_weight_tensor(weight), loss).to(loss.dtype)
     if loss.numel() == 0 and reduction == 'mean' and avg_factor is None:
         return loss.sum()  # zero anchors: a finite 0 that still belongs to the graph
     return weight_reduce_loss(loss, weight, reduction, avg_factor)

@@ -9,7 +9,17 @@ from torch import Tensor
 
 from ..functional import sigmoid_focal_loss, softmax_focal_loss
 from ..functional.targets import check_label_range
-from ..functional.validation import DropInError, check_alpha, check_exponent
+from ..functional.validation import (
+    DropInError,
+    check_alpha,
+    check_class_vector,
+    check_exponent,
+    check_flag,
+    check_ignore_index,
+    check_index_labels,
+    check_probability,
+    not_ignored,
+)
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
 
@@ -23,6 +33,8 @@ def index_to_onehot(pred: Tensor, target: Tensor) -> Tensor:
     if pred.ndim != 2:
         raise ValueError(f'with index targets, pred must be (N, num_classes), got shape '
                          f'{tuple(pred.shape)}')
+    if not target.is_floating_point():
+        check_index_labels(target, 'target')  # a bool "is positive" mask is not classes
     if target.is_floating_point() or target.ndim != 1 or target.shape[0] != pred.shape[0]:
         raise ValueError(f'target must be class indices of shape ({pred.shape[0]},) or have '
                          f'the shape of pred {tuple(pred.shape)}; got {target.dtype} '
@@ -67,7 +79,7 @@ class StableFocalLoss(nn.Module):
         self.use_sigmoid = True
         self.gamma = check_exponent(gamma, 'gamma')
         self.alpha = check_alpha(alpha)
-        self.activated = bool(activated)
+        self.activated = check_flag(activated, 'activated')
         set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,
@@ -121,16 +133,14 @@ class StableSoftmaxFocalLoss(nn.Module):
         super().__init__()
         self.gamma = check_exponent(gamma, 'gamma')
         for name, value in (('alpha', alpha), ('class_weight', class_weight)):
-            if value is not None and not all(v >= 0 for v in torch.as_tensor(value).flatten()):
-                raise ValueError(f'{name} must be >= 0, got {value}')
+            if value is not None:  # values checked now; the length once C is known
+                entries = len(value) if hasattr(value, '__len__') else 1
+                check_class_vector(value, entries, name, like=torch.empty(0))
         self.alpha = alpha
         self.class_weight = class_weight
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f'ignore_index must be an int, got {type(ignore_index).__name__}')
-        self.ignore_index = ignore_index
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}')
-        self.label_smoothing = float(label_smoothing)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.label_smoothing = check_probability(label_smoothing, 'label_smoothing',
+                                                 open_above=True)
         set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,
@@ -145,6 +155,6 @@ class StableSoftmaxFocalLoss(nn.Module):
                                   ignore_index=self.ignore_index,
                                   label_smoothing=self.label_smoothing,
                                   stabilizer=self.stabilizer, eps=self.eps)
-        if reduction == 'mean' and avg_factor is None:
-            avg_factor = (target != self.ignore_index).sum().clamp(min=1).item()
+        if reduction == 'mean' and avg_factor is None:  # over the non-ignored elements
+            avg_factor = not_ignored(target, self.ignore_index).sum().clamp(min=1)
         return self.loss_weight * weighted_reduce(loss, weight, reduction, avg_factor)

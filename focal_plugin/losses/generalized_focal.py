@@ -9,7 +9,13 @@ from torch import Tensor
 
 from ..functional import quality_focal_loss, varifocal_loss
 from ..functional.targets import check_label_range
-from ..functional.validation import DropInError, check_exponent, check_non_negative
+from ..functional.validation import (
+    DropInError,
+    check_exponent,
+    check_flag,
+    check_index_labels,
+    check_non_negative,
+)
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
 
@@ -25,6 +31,11 @@ def dense_quality_target(pred: Tensor, target: Tuple[Tensor, Tensor]) -> Tensor:
     if len(target) != 2:
         raise ValueError('a tuple target for QFL must be (labels, scores)')
     labels, scores = target
+    if not isinstance(labels, Tensor) or not isinstance(scores, Tensor):
+        raise TypeError('a tuple target for QFL must be (labels, scores) tensors, got '
+                        f'({type(labels).__name__}, {type(scores).__name__})')
+    if not labels.is_floating_point():  # float labels: mmdet converts them, so do we
+        check_index_labels(labels, 'labels')
     num, num_classes = pred.shape
     if labels.shape != (num,) or scores.shape != (num,):
         raise ValueError(f'labels and scores must both have shape ({num},), got '
@@ -60,7 +71,7 @@ class StableQualityFocalLoss(nn.Module):
             raise DropInError('use_sigmoid must be True: only sigmoid QFL is supported')
         self.use_sigmoid = True
         self.beta = check_exponent(beta, 'beta')
-        self.activated = bool(activated)
+        self.activated = check_flag(activated, 'activated')
         set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,
@@ -99,7 +110,7 @@ class StableVarifocalLoss(nn.Module):
         self.use_sigmoid = True
         self.alpha = check_non_negative(alpha, 'alpha')  # mmdet: assert alpha >= 0
         self.gamma = check_exponent(gamma, 'gamma')
-        self.iou_weighted = bool(iou_weighted)
+        self.iou_weighted = check_flag(iou_weighted, 'iou_weighted')
         set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,

@@ -6,9 +6,17 @@ from torch import Tensor
 
 from ..functional import asymmetric_focal_loss, focal_tversky_loss, unified_focal_loss
 from ..functional.unified_focal import UFL_VARIANTS
-from ..functional.validation import check_eps, check_exponent, check_stabilizer
+from ..functional.validation import (
+    check_choice,
+    check_eps,
+    check_exponent,
+    check_ignore_index,
+    check_loss_weight,
+    check_positive,
+    check_probability,
+    check_stabilizer,
+)
 from ..registry import register_model
-from ._contract import check_loss_weight
 
 __all__ = ['UnifiedFocalLoss', 'StableAsymmetricFocalLoss', 'StableFocalTverskyLoss']
 
@@ -21,16 +29,13 @@ class _SegmentationLoss(nn.Module):
                  ignore_index: int = 255, loss_weight: float = 1.0,
                  stabilizer: str = 'exact', eps: float = 1e-3, **extra) -> None:
         super().__init__()
-        if not 0.0 <= delta <= 1.0:
-            raise ValueError(f'delta must be in [0, 1], got {delta}')
         if check_exponent(gamma, 'gamma') > 1.0 and self.has_tversky_term:
             raise ValueError(f'gamma must be in [0, 1] for a loss with a Tversky term (its '
                              f'exponent is 1 - gamma), got {gamma}')
-        if variant not in UFL_VARIANTS:
-            raise ValueError(f'variant must be one of {UFL_VARIANTS}, got {variant!r}')
         self.loss_weight = check_loss_weight(loss_weight)
-        self.kwargs = dict(delta=float(delta), gamma=float(gamma), variant=variant,
-                           ignore_index=int(ignore_index),
+        self.kwargs = dict(delta=check_probability(delta, 'delta'), gamma=float(gamma),
+                           variant=check_choice(variant, 'variant', UFL_VARIANTS),
+                           ignore_index=check_ignore_index(ignore_index),
                            stabilizer=check_stabilizer(stabilizer), eps=check_eps(eps),
                            **extra)
 
@@ -67,10 +72,9 @@ class UnifiedFocalLoss(_SegmentationLoss):
                  gamma: float = 0.5, ignore_index: int = 255, smooth: float = 1e-7,
                  loss_weight: float = 1.0, stabilizer: str = 'exact',
                  eps: float = 1e-3) -> None:
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f'weight (lambda) must be in [0, 1], got {weight}')
         super().__init__(delta, gamma, variant, ignore_index, loss_weight, stabilizer, eps,
-                         weight=float(weight), smooth=float(smooth))
+                         weight=check_probability(weight, 'weight (lambda)'),
+                         smooth=check_positive(smooth, 'smooth'))
 
 
 @register_model
@@ -87,5 +91,5 @@ class StableFocalTverskyLoss(_SegmentationLoss):
     loss_fn = staticmethod(focal_tversky_loss)
 
     def __init__(self, smooth: float = 1e-7, **kwargs) -> None:
-        super().__init__(smooth=float(smooth), **kwargs)
+        super().__init__(smooth=check_positive(smooth, 'smooth'), **kwargs)
 

@@ -16,7 +16,7 @@ from focal_plugin.hooks import GradientSanitizerHook
     (dict(max_consecutive='3'), TypeError, 'max_consecutive'),
     (dict(escalate_to='skip'), ValueError, 'escalate_to'),
     (dict(check_loss='yes'), TypeError, 'check_loss'),
-    (dict(check_params=1), TypeError, 'check_params'),
+    (dict(check_params=2), TypeError, 'check_params'),
     (dict(localize=None), TypeError, 'localize'),
     (dict(max_consecutive_overflow=0), ValueError, 'max_consecutive_overflow'),
     (dict(report_file=''), TypeError, 'report_file'),

@@ -112,15 +112,15 @@ INDEX_CASES = [
     ('softmax_focal_loss, float targets', lambda: softmax_focal_loss(SEG_X, SEG_T.float()),
      TypeError, 'integer tensor of class indices'),
     ('softmax_focal_loss, label 3 of 3 classes', lambda: softmax_focal_loss(SEG_X, SEG_T + 1),
-     ValueError, r'class indices in \[0, 3\)'),
+     ValueError, r'targets must be in \[0, 2\] \(class indices'),
     ('softmax_focal_loss, label -1', lambda: softmax_focal_loss(SEG_X, SEG_T - 1),
-     ValueError, r'class indices in \[0, 3\)'),
+     ValueError, r'targets must be in \[0, 2\] \(class indices'),
     ('asymmetric_focal_loss, float targets', lambda: asymmetric_focal_loss(
         SEG_X, SEG_T.float()), TypeError, 'integer tensor of class indices'),
     ('focal_tversky_loss, label 3', lambda: focal_tversky_loss(SEG_X, SEG_T + 1),
-     ValueError, r'class indices in \[0, 3\)'),
+     ValueError, r'targets must be in \[0, 2\] \(class indices'),
     ('unified_focal_loss, 0-255 mask', lambda: unified_focal_loss(SEG_X, SEG_T * 255),
-     ValueError, r'class indices in \[0, 3\)'),
+     ValueError, r'targets must be in \[0, 2\] \(class indices'),
     ('unified_focal_loss, float targets', lambda: unified_focal_loss(SEG_X, SEG_T.float()),
      TypeError, 'integer tensor of class indices'),
     ('StableFocalLoss, label 5 of 4 classes (+ background)', lambda: StableFocalLoss()(
@@ -128,13 +128,13 @@ INDEX_CASES = [
     ('StableFocalLoss, integer targets 0/2', lambda: StableFocalLoss()(
         X, HARD.long() * 2), ValueError, 'hard labels 0 or 1'),
     ('StableSoftmaxFocalLoss, label 3', lambda: StableSoftmaxFocalLoss()(SEG_X, SEG_T + 1),
-     ValueError, r'class indices in \[0, 3\)'),
+     ValueError, r'targets must be in \[0, 2\] \(class indices'),
     ('UnifiedFocalLoss, float targets', lambda: UnifiedFocalLoss()(SEG_X, SEG_T.float()),
      TypeError, 'integer tensor of class indices'),
     ('StableAsymmetricFocalLoss, 0-255 mask', lambda: StableAsymmetricFocalLoss()(
-        SEG_X, SEG_T * 255), ValueError, r'class indices in \[0, 3\)'),
+        SEG_X, SEG_T * 255), ValueError, r'targets must be in \[0, 2\] \(class indices'),
     ('StableFocalTverskyLoss, label -2', lambda: StableFocalTverskyLoss()(SEG_X, SEG_T - 2),
-     ValueError, r'class indices in \[0, 3\)'),
+     ValueError, r'targets must be in \[0, 2\] \(class indices'),
 ]
 
 

@@ -17,6 +17,7 @@ from ..functional.validation import (
     check_flag,
     check_ignore_index,
     check_index_labels,
+    check_logits,
     check_probability,
     not_ignored,
 )
@@ -90,6 +91,7 @@ class StableFocalLoss(nn.Module):
                 reduction_override: Optional[str] = None) -> Tensor:
         """``target``: labels (N,) in [0, C] (C = background) for ``pred`` (N, C), or a
         one-hot / soft target of ``pred``'s shape."""
+        check_logits(pred, 'pred')
         reduction = resolve_reduction(self.reduction, reduction_override)
         if not isinstance(target, Tensor):
             raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
@@ -149,6 +151,7 @@ class StableSoftmaxFocalLoss(nn.Module):
                 weight: Optional[Tensor] = None,
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
+        check_logits(pred, 'pred')
         reduction = resolve_reduction(self.reduction, reduction_override)
         loss = softmax_focal_loss(pred, target, self.alpha, self.gamma, 'none',
                                   class_weight=self.class_weight,

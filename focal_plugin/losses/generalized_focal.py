@@ -14,6 +14,7 @@ from ..functional.validation import (
     check_exponent,
     check_flag,
     check_index_labels,
+    check_logits,
     check_non_negative,
 )
 from ..registry import register_model
@@ -80,6 +81,7 @@ class StableQualityFocalLoss(nn.Module):
                 weight: Optional[Tensor] = None,
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
+        check_logits(pred, 'pred')
         reduction = resolve_reduction(self.reduction, reduction_override)
         if pred.ndim < 2 or (pred.ndim != 2 and not isinstance(target, Tensor)):
             raise DropInError(f'pred must be (N, num_classes) (or (N, num_classes, ...) with a '
@@ -119,6 +121,7 @@ class StableVarifocalLoss(nn.Module):
                 weight: Optional[Tensor] = None,
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
+        check_logits(pred, 'pred')
         reduction = resolve_reduction(self.reduction, reduction_override)
         loss = varifocal_loss(pred, target, self.alpha, self.gamma, self.iou_weighted,
                               'none', stabilizer=self.stabilizer, eps=self.eps)

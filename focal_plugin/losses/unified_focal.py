@@ -1,6 +1,8 @@
 """Unified Focal Loss (Yeung et al. 2022) and its components as registered modules."""
 from __future__ import annotations
 
+import inspect
+
 import torch.nn as nn
 from torch import Tensor
 
@@ -11,6 +13,7 @@ from ..functional.validation import (
     check_eps,
     check_exponent,
     check_ignore_index,
+    check_logits,
     check_loss_weight,
     check_positive,
     check_probability,
@@ -29,6 +32,9 @@ class _SegmentationLoss(nn.Module):
                  ignore_index: int = 255, loss_weight: float = 1.0,
                  stabilizer: str = 'exact', eps: float = 1e-3, **extra) -> None:
         super().__init__()
+        unknown = sorted(set(extra) - set(inspect.signature(type(self).loss_fn).parameters))
+        if unknown:  # (the options reach the loss function as keywords at every call)
+            raise TypeError(f'{type(self).__name__} got unknown argument(s) {unknown}')
         if check_exponent(gamma, 'gamma') > 1.0 and self.has_tversky_term:
             raise ValueError(f'gamma must be in [0, 1] for a loss with a Tversky term (its '
                              f'exponent is 1 - gamma), got {gamma}')
@@ -46,6 +52,7 @@ class _SegmentationLoss(nn.Module):
         (N, H, W) or (N, 1, H, W) with 0 = background and ``ignore_index`` skipped. Extra
         keyword arguments of mmseg/mmdet callers (``weight``, ``avg_factor``...) are not
         meaningful for a region loss and are rejected if given."""
+        check_logits(pred, 'pred')
         unused = {k: v for k, v in kwargs.items() if v is not None}
         if unused:
             raise TypeError(f'{type(self).__name__} does not take {sorted(unused)}')

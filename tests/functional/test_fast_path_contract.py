@@ -14,7 +14,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from focal_plugin.functional import compile_backend, sigmoid_focal_loss, value_checks
 from focal_plugin.functional.fused_kernels import KERNELS
-from focal_plugin.losses import StableFocalLoss, StableQualityFocalLoss, StableVarifocalLoss
+from focal_plugin.losses import (
+    StableFocalLoss,
+    StableQualityFocalLoss,
+    StableSoftmaxFocalLoss,
+    StableVarifocalLoss,
+    UnifiedFocalLoss,
+)
 
 # Everything that makes the host wait for a device value: Python-side reads, and the aten ops
 # behind them or with data-dependent output shapes (boolean indexing, nonzero).
@@ -83,11 +89,18 @@ def _module_calls():
         'StableQualityFocalLoss': lambda: StableQualityFocalLoss(beta=0.5)(
             pred, (labels, scores), weight, avg_factor=37.0),
         'StableVarifocalLoss': lambda: StableVarifocalLoss()(pred, dense, avg_factor=37.0),
+        # softmax / region losses: label range, ignore_index, class vectors and weights too
+        'StableSoftmaxFocalLoss': lambda: StableSoftmaxFocalLoss(
+            alpha=[0.5, 1.0, 1.0, 2.0], class_weight=[1.0, 2.0, 1.0, 1.0], ignore_index=255)(
+            pred, torch.where(labels == 4, 255, labels), weight),
+        'UnifiedFocalLoss': lambda: UnifiedFocalLoss()(
+            pred.T.reshape(1, 4, 15, 20), torch.where(labels == 4, 255, labels).view(1, 15, 20)),
     }, pred
 
 
 @pytest.mark.parametrize('module', ['StableFocalLoss', 'StableQualityFocalLoss',
-                                    'StableVarifocalLoss'])
+                                    'StableVarifocalLoss', 'StableSoftmaxFocalLoss',
+                                    'UnifiedFocalLoss'])
 def test_forward_and_backward_read_nothing_on_the_host(deferred, module):
     calls, pred = _module_calls()
     calls[module]()  # compile the kernels outside the count

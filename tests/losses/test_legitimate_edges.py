@@ -191,17 +191,11 @@ def test_everything_ignored_is_zero_with_zero_gradient(loss):
     assert out.item() == 0 and torch.equal(grad, torch.zeros_like(x))
 
 
+@pytest.mark.parametrize('n, positives, seed', [(5, False, 1), (1, True, 2)],
+                         ids=['no positives', 'a single element'])
 @pytest.mark.parametrize('loss', LOSSES, ids=IDS)
-def test_no_positives_equals_the_reference(loss):
-    x, t = loss.batch(5, False, _gen(1))
-    out, grad = _loss_and_grad(loss, x, t)
-    assert torch.isfinite(grad).all()
-    _assert_reference(loss, out, x, t)
-
-
-@pytest.mark.parametrize('loss', LOSSES, ids=IDS)
-def test_a_single_element_equals_the_reference(loss):
-    x, t = loss.batch(1, True, _gen(2))
+def test_no_positives_and_a_single_element_equal_the_reference(loss, n, positives, seed):
+    x, t = loss.batch(n, positives, _gen(seed))
     out, grad = _loss_and_grad(loss, x, t)
     assert torch.isfinite(grad).all()
     _assert_reference(loss, out, x, t)

@@ -23,8 +23,14 @@ METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_s')
 
 def read_job(work_dir: str, val_interval: int) -> dict:
     """MMEngine logs a validation of an iteration-based loop with ``step`` 0: its iteration is
-    the first multiple of ``val_interval`` at or after the training row before it."""
-    train, val = {}, {}
+    the first multiple of ``val_interval`` at or after the training row before it.
+
+    A validation after a NaN training loss is of a model with non-finite weights (the study's
+    hook only warns, so non-finite updates are applied, as plain mmdet would): it detects
+    nothing, mmdet's ``CocoMetric`` logs "The testing results of the whole dataset is empty"
+    and returns no metric, and MMEngine writes the *previous* evaluation's values again. Such
+    a validation counts as what the model scored: 0 (listed in ``dead_evals``)."""
+    train, val, dead = {}, {}, []
     for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
         last = 0
         with open(path) as f:
@@ -36,12 +42,16 @@ def read_job(work_dir: str, val_interval: int) -> dict:
                 if 'coco/bbox_mAP' in row:
                     at = -(-last // val_interval) * val_interval
                     val[at] = {k: row[f'coco/{k}'] for k in METRICS}
+                    if not math.isfinite(train.get(last, 0.0)):  # stale: see above
+                        val[at] = {k: 0.0 for k in METRICS}
+                        dead.append(at)
     report_path = osp.join(work_dir, 'gradient_sanitizer_report.json')
     report = json.load(open(report_path)) if osp.exists(report_path) else {}
     counters = report.get('counters', {})
     done_path = osp.join(work_dir, 'done.json')
     done = json.load(open(done_path)) if osp.exists(done_path) else None
     return dict(train=sorted(train.items()), val=sorted(val.items()), done=done,
+                dead_evals=sorted(set(dead)),
                 events=counters.get('events', 0),
                 first_event=(report.get('first_event') or {}).get('iter'))
 
@@ -63,6 +73,8 @@ def summarize(variant: str, jobs: dict) -> dict:
     wall = _mean_std([job['done']['wall_s'] for job in done.values()])[0]
     row['wall_s_mean'] = round(wall) if done else ''
     row['non_finite_updates'] = sum(job['events'] for job in jobs.values())
+    row['seeds_detecting_nothing_at_end'] = sum(
+        1 for job in done.values() if job['val'] and job['val'][-1][0] in job['dead_evals'])
     firsts = [job['first_event'] for job in jobs.values() if job['first_event'] is not None]
     row['first_non_finite_iter'] = min(firsts) if firsts else ''
     return row
@@ -81,6 +93,11 @@ def _markdown(rows) -> str:
                      f"{pm(r, 'bbox_mAP_50')} | "
                      f"{pm(r, 'bbox_mAP_s')} | {r['final_loss_mean']:.3f} | {r['wall_s_mean']} s | "
                      f"{r['non_finite_updates']}{first} |")
+    lines.append('')
+    lines.append("bbox mAP, AP50, AP small: the last evaluation's. A run whose weights became "
+                 'non-finite detects nothing: its later evaluations count as 0 (mmdet returns '
+                 'no metric there and MMEngine repeats the previous value in `scalars.json`; '
+                 '`tools/detection_tables.py` `read_job`).')
     return '\n'.join(lines) + '\n'
 
 

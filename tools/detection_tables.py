@@ -123,6 +123,8 @@ def plot(groups: dict, path: str) -> None:
             if not variant.startswith(arch + '/'):
                 continue
             name = variant.split('/', 1)[1]
+            # finished seeds only (a running one would cut the band at its iteration)
+            jobs = {s: j for s, j in jobs.items() if j['done']} or jobs
             _band(row[0], [j['train'] for j in jobs.values() if j['train']], name)
             _band(row[1], [[(x, m['bbox_mAP']) for x, m in j['val']]
                            for j in jobs.values() if j['val']], name)

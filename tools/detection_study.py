@@ -147,8 +147,9 @@ def main(argv=None) -> int:
                        formatter_class=HelpFormatter)
     r.add_argument('--variants', nargs='+', help=f'default: all of {list(CONFIGS)}')
     r.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='training seeds')
-    r.add_argument('--iters', type=int, default=2000,
-                   help='training iterations per job (the committed study ran 3000)')
+    r.add_argument('--iters', type=int, default=3000,
+                   help='training iterations per job (the plateau length, '
+                        'results/detection/plateau.md)')
     r.add_argument('--val-interval', type=int, default=250,
                    help='iterations between two validations (bbox mAP)')
     r.add_argument('--lr-drop', type=lambda s: None if s == 'none' else float(s), default=0.8,

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 from .fused_kernels import KERNELS, sample_args
+from .settings import EnvChoice
 
 __all__ = ['BACKENDS', 'set_fused_backend', 'get_fused_backend', 'compiled_kernel', 'warm_up']
 
@@ -122,22 +122,17 @@ class CompiledKernels:
 
 
 _COMPILED = CompiledKernels()
-_backend = os.environ.get('FOCAL_PLUGIN_FUSED', 'compile')
+_backend = EnvChoice('FOCAL_PLUGIN_FUSED', BACKENDS, 'compile', 'backend')
 
 
 def set_fused_backend(backend: str) -> None:
     """Choose how the ``'exact'`` sigmoid focal loss, QFL and VFL run (see the module
     docstring)."""
-    global _backend
-    if backend not in BACKENDS:
-        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-    _backend = backend
+    _backend.set(backend)
 
 
 def get_fused_backend() -> str:
-    if _backend not in BACKENDS:
-        raise ValueError(f'FOCAL_PLUGIN_FUSED must be one of {BACKENDS}, got {_backend!r}')
-    return _backend
+    return _backend.get()
 
 
 def compiled_kernel(name: str, dtype: torch.dtype, device_type: str,

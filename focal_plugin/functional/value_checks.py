@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 from collections import deque
 from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor
+
+from .settings import EnvChoice
 
 __all__ = ['MODES', 'check_values', 'flush_value_checks', 'set_value_check_mode',
            'get_value_check_mode', 'is_deferred']
@@ -40,22 +41,17 @@ MAX_PENDING = 256  # a bound on memory only: the GPU is never that many loss cal
 
 _logger = logging.getLogger(__name__)
 Verdict = Callable[[List[float]], Optional[str]]
-_mode = os.environ.get('FOCAL_PLUGIN_VALUE_CHECKS', 'auto').strip().lower()
+_mode = EnvChoice('FOCAL_PLUGIN_VALUE_CHECKS', MODES, 'auto', 'mode')
 _pending: deque = deque()  # (host copy, event or None, verdict)
 
 
 def set_value_check_mode(mode: str) -> None:
     """``'auto'`` | ``'immediate'`` | ``'deferred'`` (see the module docstring)."""
-    global _mode
-    if mode not in MODES:
-        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-    _mode = mode
+    _mode.set(mode)
 
 
 def get_value_check_mode() -> str:
-    if _mode not in MODES:
-        raise ValueError(f'FOCAL_PLUGIN_VALUE_CHECKS must be one of {MODES}, got {_mode!r}')
-    return _mode
+    return _mode.get()
 
 
 def is_deferred(tensor: Tensor) -> bool:

@@ -16,13 +16,18 @@ from focal_plugin.functional.fused_kernels import KERNELS
 def test_unknown_backend_is_rejected(monkeypatch):
     with pytest.raises(ValueError, match='backend'):
         fused.set_fused_backend('fast')
-    monkeypatch.setattr(compile_backend, '_backend', 'fast')  # as if set through FOCAL_PLUGIN_FUSED
+    monkeypatch.setattr(compile_backend._backend, 'value', 'fast')  # as if set through FOCAL_PLUGIN_FUSED
     with pytest.raises(ValueError, match='FOCAL_PLUGIN_FUSED'):
         sigmoid_focal_loss(torch.zeros(2), torch.ones(2))
 
 
-def test_compiled_kernels_do_not_recompile_per_shape():
+def test_compiled_kernels_do_not_recompile_per_shape(monkeypatch):
     from torch._dynamo.utils import counters
+    # from a clean slate, whatever ran before in this process (kernels compiled by earlier
+    # tests are cached by dynamo and would not be counted again)
+    torch._dynamo.reset()
+    counters.clear()
+    monkeypatch.setattr(compile_backend, '_COMPILED', compile_backend.CompiledKernels())
     fused.warm_up(torch.float32)
     graphs = counters['stats']['unique_graphs']
     assert graphs >= len(KERNELS)  # the counter does count our kernels
@@ -41,7 +46,7 @@ def test_auto_serves_the_reference_until_compiled_in_background(monkeypatch):
     queues the compilation; once the worker is done the compiled kernels serve."""
     compiler = compile_backend.CompiledKernels()
     monkeypatch.setattr(compile_backend, '_COMPILED', compiler)
-    monkeypatch.setattr(compile_backend, '_backend', 'auto')
+    monkeypatch.setattr(compile_backend._backend, 'value', 'auto')
     x, t = torch.randn(30, 4), torch.rand(30, 4) > 0.7
     x.requires_grad_(True)
     assert fused.fused_kernel(x, t) is None  # not compiled yet: the reference
@@ -62,7 +67,7 @@ def test_auto_serves_the_reference_until_compiled_in_background(monkeypatch):
 def test_compiler_failure_falls_back_to_the_reference(monkeypatch, caplog):
     compiler = compile_backend.CompiledKernels()
     monkeypatch.setattr(compile_backend, '_COMPILED', compiler)
-    monkeypatch.setattr(compile_backend, '_backend', 'compile')
+    monkeypatch.setattr(compile_backend._backend, 'value', 'compile')
 
     def broken_compile(*args, **kwargs):
         raise RuntimeError('no C++ compiler')

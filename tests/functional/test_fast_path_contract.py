@@ -66,7 +66,7 @@ def host_reads():
 def deferred(monkeypatch):
     """The CUDA behaviour on the CPU: value checks deferred, nothing pending before."""
     value_checks.flush_value_checks()
-    monkeypatch.setattr(value_checks, '_mode', 'deferred')
+    monkeypatch.setattr(value_checks._mode, 'value', 'deferred')
     yield
     value_checks._pending.clear()
 
@@ -115,7 +115,7 @@ def test_forward_and_backward_read_nothing_on_the_host(deferred, module):
 
 def test_the_immediate_check_does_read_on_the_host(monkeypatch):
     """The counter sees reads: the CPU default reads the check's verdict at once."""
-    monkeypatch.setattr(value_checks, '_mode', 'auto')
+    monkeypatch.setattr(value_checks._mode, 'value', 'auto')
     calls, _ = _module_calls()
     with host_reads() as seen:
         calls['StableFocalLoss']()
@@ -155,7 +155,7 @@ def test_flush_reports_a_pending_bad_value(deferred):
 def test_unknown_value_check_mode_is_rejected(monkeypatch):
     with pytest.raises(ValueError, match='mode must be one of'):
         value_checks.set_value_check_mode('later')
-    monkeypatch.setattr(value_checks, '_mode', 'later')
+    monkeypatch.setattr(value_checks._mode, 'value', 'later')
     with pytest.raises(ValueError, match='FOCAL_PLUGIN_VALUE_CHECKS'):
         sigmoid_focal_loss(torch.zeros(2), torch.tensor([0.5, 0.5]))
 
@@ -165,7 +165,7 @@ def test_unknown_value_check_mode_is_rejected(monkeypatch):
 def test_repeated_and_second_order_backward_on_every_backend(monkeypatch, backend, targets):
     """gradcheck (several backward passes through one graph) and gradgradcheck (create_graph)
     pass whichever backend serves the call, at logits up to +-30."""
-    monkeypatch.setattr(compile_backend, '_backend', backend)
+    monkeypatch.setattr(compile_backend._backend, 'value', backend)
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(24, generator=g, dtype=torch.float64) * 10).clamp(-30, 30)
     t = torch.rand(24, generator=g, dtype=torch.float64) > 0.6

@@ -16,7 +16,8 @@ from focal_plugin.functional.fused_kernels import KERNELS
 def test_unknown_backend_is_rejected(monkeypatch):
     with pytest.raises(ValueError, match='backend'):
         fused.set_fused_backend('fast')
-    monkeypatch.setattr(compile_backend._backend, 'value', 'fast')  # as if set through FOCAL_PLUGIN_FUSED
+    # as if set through FOCAL_PLUGIN_FUSED
+    monkeypatch.setattr(compile_backend._backend, 'value', 'fast')
     with pytest.raises(ValueError, match='FOCAL_PLUGIN_FUSED'):
         sigmoid_focal_loss(torch.zeros(2), torch.ones(2))
 

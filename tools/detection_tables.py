@@ -83,7 +83,7 @@ def summarize(variant: str, jobs: dict) -> dict:
 def _markdown(rows) -> str:
     rows = [r for r in rows if r['seeds']]  # running jobs are in the CSV and the curves
     lines = ['| variant | seeds | bbox mAP | AP50 | AP small | final loss | wall time / run | '
-             'non-finite updates (first iter) |', '|---|---|---|---|---|---|---|---|']
+             'non-finite updates, all seeds (first iter) |', '|---|---|---|---|---|---|---|---|']
     def pm(r, m):
         return f"{r[f'{m}_mean']:.3f} +- {r[f'{m}_std']:.3f}"
 

@@ -237,7 +237,7 @@ def check_weight_tensor(weight, name: str = 'weight') -> Tensor:
         raise TypeError(f'{name} must be a torch.Tensor, got {_type_name(weight)}')
     if weight.is_complex():
         raise TypeError(f'{name} must be real, got {weight.dtype}')
-    if weight.is_floating_point():
+    if weight.dtype != torch.bool:  # (integer weights can still be negative)
         _finite_non_negative_values(weight, name)
     return weight
 

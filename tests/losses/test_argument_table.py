@@ -77,6 +77,7 @@ BAD: Dict[str, list] = {
                       ('nan', torch.tensor([1.0, NAN, 1, 1, 1, 1]), ValueError),
                       ('inf', torch.tensor([1.0, INF, 1, 1, 1, 1]), ValueError),
                       ('negative', torch.tensor([1.0, -1, 1, 1, 1, 1]), ValueError),
+                      ('negative int', torch.tensor([1, -1, 1, 1, 1, 1]), ValueError),
                       ('wrong shape', torch.ones(7), ValueError)],
     'avg_factor': [('str', '4', TypeError), ('bool', True, TypeError),
                    ('nan', NAN, ValueError), ('inf', INF, ValueError),

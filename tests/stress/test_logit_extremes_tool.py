@@ -1,20 +1,9 @@
 """tools/plot_logit_extremes.py: per-epoch logit extremes of runs -> a figure and a CSV."""
 import csv
-import importlib.util
 import json
-import os.path as osp
 
 import pytest
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def load_tool():
-    path = osp.join(ROOT, 'tools', 'plot_logit_extremes.py')
-    spec = importlib.util.spec_from_file_location('plot_logit_extremes', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tool_module import load_tool
 
 
 def test_extremes_of_two_runs_become_a_png_and_a_csv(tmp_path):
@@ -24,8 +13,9 @@ def test_extremes_of_two_runs_become_a_png_and_a_csv(tmp_path):
                       pos_logit_max=[2.0, 5.0 + shift, 11.0])
         (tmp_path / name / 'divergence.json').write_text(json.dumps(record))
     out = str(tmp_path / 'extremes')
-    load_tool().main([f'none={tmp_path / "a"}', f'exact={tmp_path / "b" / "divergence.json"}',
-                      '--out', out])
+    tool = load_tool('plot_logit_extremes')
+    tool.main([f'none={tmp_path / "a"}', f'exact={tmp_path / "b" / "divergence.json"}',
+               '--out', out])
     with open(out + '.png', 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     rows = list(csv.DictReader(open(out + '.csv')))
@@ -37,4 +27,4 @@ def test_extremes_of_two_runs_become_a_png_and_a_csv(tmp_path):
 
 def test_a_run_without_a_record_is_an_error(tmp_path):
     with pytest.raises(SystemExit):
-        load_tool().main([f'x={tmp_path}', '--out', str(tmp_path / 'o')])
+        load_tool('plot_logit_extremes').main([f'x={tmp_path}', '--out', str(tmp_path / 'o')])

@@ -1,23 +1,17 @@
 """tools/benchmark_hook.py: a sample too small to mean anything says so, and shows no
 zero-width "confidence interval"."""
-import importlib.util
 import os
 import os.path as osp
 import random
 import subprocess
 import sys
 
+from tool_module import load_tool
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'benchmark_hook.py')
 TINY = ['--rounds', '2', '--warmup', '0', '--batch-size', '1', '--image-size', '32',
         '--base-channels', '4', '--head-channels', '8', '--stacked-convs', '1']
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_hook', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
 
 
 def test_tiny_run_warns_and_shows_no_interval(tmp_path):
@@ -39,7 +33,7 @@ def test_tiny_run_warns_and_shows_no_interval(tmp_path):
 
 
 def test_interval_only_where_there_is_one():
-    tool = load_tool()
+    tool = load_tool('benchmark_hook')
     rng = random.Random(0)
     base = [1.0 + 0.01 * rng.random() for _ in range(30)]
     varied = [b * (1.05 + 0.02 * rng.random()) for b in base]

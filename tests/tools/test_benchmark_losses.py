@@ -1,7 +1,6 @@
 """tools/benchmark_losses.py: the output is the tables and nothing else (the profiler's and the
 compiler's messages go to a log file), and --sizes picks the logit counts."""
 import argparse
-import importlib.util
 import os
 import os.path as osp
 import re
@@ -9,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from tool_module import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'benchmark_losses.py')
@@ -24,15 +24,8 @@ OWN_LINES = [
 ]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_losses', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def test_sizes_are_numbers_of_logits():
-    tool = load_tool()
+    tool = load_tool('benchmark_losses')
     assert tool.logit_count('1e5') == 100_000
     assert tool.logit_count('1.6e5') == 160_000
     for bad in ('100', '0', '-80', '1e4.5', 'x', '80.5'):

@@ -5,16 +5,12 @@ detector outputs nothing; mmdet's CocoMetric then returns no metric and MMEngine
 previous evaluation's values again into scalars.json. The table must not report that stale
 value as the run's mAP.
 """
-import importlib.util
 import json
 import math
-import os.path as osp
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-spec = importlib.util.spec_from_file_location(
-    'detection_tables', osp.join(ROOT, 'tools', 'detection_tables.py'))
-detection_tables = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(detection_tables)
+from tool_module import load_tool
+
+detection_tables = load_tool('detection_tables')
 
 
 def _val(m):

@@ -1,10 +1,9 @@
 """The README/results figures stay legible: tools/plot_gradients.py's legend covers no curve,
 and tools/plot_logit_extremes.py's (focal_plugin.stress.figures) runs that agree all stay
 visible, with break-point lines in a colour of their own and in the legend."""
-import importlib.util
-import os.path as osp
 
 import matplotlib
+from tool_module import load_tool
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -16,15 +15,6 @@ from focal_plugin.stress.figures import (  # noqa: E402
     POSITIVE_BREAK,
     logit_extremes_figure,
 )
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def the_legend(fig):

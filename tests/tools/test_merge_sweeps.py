@@ -1,18 +1,9 @@
 """tools/merge_sweeps.py: several sweep CSVs become one grid (CSV, heatmap, Markdown)."""
 import csv
-import importlib.util
-import os.path as osp
+
+from tool_module import load_tool
 
 from focal_plugin.stress import results as sweep
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def row(mode, gamma, threshold, status, epochs, nonfinite_iter=None):

@@ -1,12 +1,12 @@
 """tools/sweep.py end to end: a 2-cell grid (original vs exact loss on a saturating toy set),
 its CSV / figures, resuming, and CLI validation."""
 import csv
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 import torch
+from tool_module import load_tool
 
 from focal_plugin.datasets.synthetic import write_synthetic_mnist
 from focal_plugin.stress.cells import CELL_FILE, RECORD_FILE, Snapshot
@@ -15,7 +15,6 @@ from focal_plugin.stress.grid import Cell
 torch.set_num_threads(1)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SWEEP = osp.join(REPO_ROOT, 'tools', 'sweep.py')
 CPU_TEMPLATE = osp.join(REPO_ROOT, 'configs', 'stress', 'mnist_binary',
                         'lenet_sgd-600e_mnist-t10k-binary_cpu_{mode}.py')
 SEG_TEMPLATE = osp.join(REPO_ROOT, 'configs', 'stress', 'mnist_segmentation',
@@ -27,10 +26,7 @@ PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 def sweep():
     # In-process (each cell still trains in its own tools/train.py process): saves the ~9 s
     # that importing torch + mmdet costs a fresh interpreter on this machine.
-    spec = importlib.util.spec_from_file_location('focal_sweep_tool', SWEEP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('sweep')
 
 
 @pytest.fixture

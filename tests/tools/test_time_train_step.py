@@ -1,10 +1,10 @@
 """tools/time_train_step.py: one line per width, with the model's real parameter count."""
-import importlib.util
 import os.path as osp
 import re
 
 from mmengine.config import Config
 from mmengine.registry import MODELS
+from tool_module import load_tool
 
 import focal_plugin  # noqa: F401
 
@@ -14,10 +14,7 @@ CONFIG = osp.join(ROOT, 'configs', 'stress', 'mnist_segmentation',
 
 
 def test_times_each_width_of_the_config_model(capsys):
-    spec = importlib.util.spec_from_file_location(
-        'time_train_step', osp.join(ROOT, 'tools', 'time_train_step.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('time_train_step')
     assert tool.main([CONFIG, '--base-channels', '4', '8', '--steps', '1']) == 0
     lines = [line for line in capsys.readouterr().out.splitlines()
              if line.startswith('base_channels')]

@@ -1,5 +1,4 @@
 """tools/train.py: mmdet's CLI semantics, and real training runs as a subprocess."""
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -7,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from tool_module import load_tool
 
 from focal_plugin.datasets.synthetic import write_synthetic_mnist
 from focal_plugin.stress import read_divergence
@@ -20,10 +20,7 @@ CPU_CONFIG = osp.join(REPO_ROOT, 'configs', 'stress', 'mnist_binary',
 
 
 def load_train_module():
-    spec = importlib.util.spec_from_file_location('focal_train_tool', TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('train')
 
 
 @pytest.fixture(scope='module')

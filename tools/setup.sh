@@ -81,11 +81,13 @@ WANT=$(cat "$CONSTRAINTS" "$ROOT/tools/setup.sh" "$ROOT/pyproject.toml" | sha256
 
 verify() {
   "$PY" - <<'EOF'
-import torch, torchvision, mmengine, mmcv, mmdet, monai
+import torch, torchvision, mmengine, mmcv, mmdet, mmseg, mmpretrain, monai
 from mmcv.ops import sigmoid_focal_loss, nms  # compiled ops load
+import mmseg.models, mmpretrain.models  # their full imports (tokenizer, model index)
 import focal_plugin
 print(f'torch {torch.__version__}  torchvision {torchvision.__version__}  mmengine '
       f'{mmengine.__version__}  mmcv {mmcv.__version__}  mmdet {mmdet.__version__}  '
+      f'mmseg {mmseg.__version__}  mmpretrain {mmpretrain.__version__}  '
       f'monai {monai.__version__}  focal_plugin {focal_plugin.__version__}')
 EOF
 }
@@ -119,6 +121,12 @@ pip_install --no-build-isolation mmdet -e "$ROOT[mmdet]" pytest ruff
 
 step "MONAI (test-only reference for the migration table; needs only torch and numpy)"
 pip_install --no-deps monai
+
+step "MMSegmentation and MMPretrain (the losses' real clients in tests/clients; optional extras)"
+# Their own dependency lists are incomplete (mmseg's tokenizer needs ftfy and regex, its table
+# printer prettytable; mmpretrain's import needs einops, mat4py and model-index, which is not
+# the empty PyPI stub 'modelindex'), so the runtime ones are named here, all pinned.
+pip_install --no-build-isolation -e "$ROOT[mmseg,mmpretrain]"
 
 step "verifying the stack"
 verify

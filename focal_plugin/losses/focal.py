@@ -81,6 +81,8 @@ class StableFocalLoss(FrameworkLoss):
         activated: predictions are probabilities instead of logits.
         stabilizer: 'exact' (default) | 'epsilon' | 'none'. eps: 'epsilon' offset.
         ignore_index: labels to skip (None: none; mmseg passes its head's at every call).
+        avg_non_ignore: 'mean' over the non-ignored elements (True) or over all of them, as
+            mmseg's ``FocalLoss`` (False).
         use_mask: called by an mmdet mask head (``loss_mask=dict(type='StableFocalLoss',
             use_mask=True)``): the third argument is the RoIs' class labels.
         loss_name: mmseg's log key ('loss_focal').
@@ -96,6 +98,7 @@ class StableFocalLoss(FrameworkLoss):
                  stabilizer: str = 'exact',
                  eps: float = 1e-3,
                  ignore_index: Optional[int] = None,
+                 avg_non_ignore: bool = True,
                  use_mask: bool = False,
                  loss_name: Optional[str] = None) -> None:
         super().__init__(loss_name, use_mask)
@@ -107,6 +110,7 @@ class StableFocalLoss(FrameworkLoss):
         self.alpha = check_alpha(alpha)
         self.activated = check_flag(activated, 'activated')
         self.ignore_index = None if ignore_index is None else check_ignore_index(ignore_index)
+        self.avg_non_ignore = check_flag(avg_non_ignore, 'avg_non_ignore')
         set_common_arguments(self, reduction, loss_weight, stabilizer, eps)
 
     def forward(self,
@@ -122,27 +126,32 @@ class StableFocalLoss(FrameworkLoss):
         (N, H, W); with ``use_mask=True`` a mask head's class labels (n,): the labelled
         class's channel of ``pred`` (n, C, h, w) is scored against ``target`` (n, h, w).
         ``ignore_index`` (mmseg passes its head's) drops those labels from the loss and the
-        mean."""
+        mean. With a label map, ``reduction='none'`` gives one loss per pixel (N, H, W), the
+        sum over classes (what mmseg's OHEM sampler ranks); ``'mean'`` is over the non-ignored
+        elements (all of them with ``avg_non_ignore=False``, as mmseg's ``FocalLoss``)."""
         check_logits(pred, 'pred')
         reduction = resolve_reduction(self.reduction, reduction_override)
         if not isinstance(target, Tensor):
             raise TypeError(f'target must be a torch.Tensor, got {type(target).__name__}')
         if self.use_mask:
             pred, weight = mask_channel(pred, weight), None
-        valid = None
+        valid, label_map = None, pred.dim() > 2 and pred.dim() != target.dim()
         if pred.dim() != target.dim():
             target, valid = index_to_onehot(
                 pred, target, call_ignore_index(self.ignore_index, ignore_index))
         loss = sigmoid_focal_loss(pred, target, self.alpha, self.gamma, 'none',
                                   stabilizer=self.stabilizer, eps=self.eps,
                                   activated=self.activated)
-        if isinstance(weight, Tensor) and pred.ndim > 2 and weight.shape == target.shape[:1] + \
+        if isinstance(weight, Tensor) and label_map and weight.shape == target.shape[:1] + \
                 target.shape[2:]:  # one weight per pixel of a label map (mmseg's seg_weight)
             weight = weight.unsqueeze(1).expand_as(loss)
         if valid is not None:
             loss = loss * valid.unsqueeze(1)
             if reduction == 'mean' and avg_factor is None:  # over the elements that count
-                avg_factor = valid.sum() * loss.shape[1]
+                avg_factor = (valid.sum() if self.avg_non_ignore else valid.numel()) * \
+                    loss.shape[1]
+        if label_map and reduction == 'none':  # one loss per pixel: what mmseg's OHEM ranks
+            return self.loss_weight * weighted_reduce(loss, weight, 'none', None).sum(1)
         return self.loss_weight * weighted_reduce(loss, weight, reduction, avg_factor)
 
     def extra_repr(self) -> str:

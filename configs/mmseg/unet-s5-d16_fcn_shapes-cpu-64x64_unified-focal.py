@@ -2,7 +2,8 @@
 # head and the stable softmax focal loss on the auxiliary head, on the offline "shapes" label
 # maps (background + 4 classes), sized for a 2-core CPU (half a second per iteration).
 #   python tools/make_shapes_dataset.py --out data/shapes       # images + label maps, ~20 s
-#   python $(python -c "import mmseg, os; print(os.path.dirname(mmseg.__file__))")/.mim/tools/train.py \
+#   MMSEG=$(python -c "import mmseg, os; print(os.path.dirname(mmseg.__file__))")
+#   python $MMSEG/.mim/tools/train.py \
 #       configs/mmseg/unet-s5-d16_fcn_shapes-cpu-64x64_unified-focal.py \
 #       --work-dir work_dirs/mmseg_unified_focal
 # mmseg's decode head calls loss_decode(seg_logits, seg_label, weight=seg_weight,
@@ -69,5 +70,6 @@ default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(by_epoch=False, interval=200))
 randomness = dict(seed=0)
 
-# Audit every update: a non-finite one is skipped and reported (work_dir/gradient_sanitizer_report.json)
+# Audit every update: a non-finite one is skipped and reported in the work_dir
+# (gradient_sanitizer_report.json)
 custom_hooks = [dict(type='GradientSanitizerHook', policy='skip')]

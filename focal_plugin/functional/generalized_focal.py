@@ -28,7 +28,7 @@ from ._common import compute_dtype, reduce
 from .fused import fused_loss
 from .logspace import exact_bce, log_quality_base
 from .stabilizer import modulating_factor
-from .targets import check_probability_targets
+from .targets import check_activated_inputs, check_probability_targets
 from .validation import (
     check_eps,
     check_exponent,
@@ -88,9 +88,12 @@ def quality_focal_loss(inputs: Tensor,
     """Element-wise QFL. ``targets`` holds the quality score of each (anchor, class) pair:
     0 for negatives, the IoU in (0, 1] for the positive class of a positive anchor.
 
-    ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``)."""
+    ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``); inputs
+    outside [0, 1] are then a ValueError naming ``inputs``."""
     x, t = _prepare(inputs, targets, beta, 'beta', reduction, stabilizer, eps)
     activated = check_flag(activated, 'activated')
+    if activated:
+        x = check_activated_inputs(x)
     if stabilizer == 'exact' and not activated and beta > 0:  # (beta 0: plain BCE)
         out = fused_loss('quality', x, t, (beta,), reduction)  # one pass, see .fused
         if out is not None:

@@ -27,9 +27,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .value_checks import check_values, is_deferred
+from .value_checks import check_values, is_deferred, plain_tensor
 
-__all__ = ['check_probability_targets', 'set_target_check', 'get_target_check']
+__all__ = ['check_probability_targets', 'check_activated_inputs', 'check_label_range',
+           'set_target_check', 'get_target_check']
 
 _FALSE = ('0', 'false', 'off', 'no')
 _enabled = os.environ.get('FOCAL_PLUGIN_CHECK_TARGETS', '1').strip().lower() not in _FALSE
@@ -82,7 +83,7 @@ def check_probability_targets(targets: Tensor, name: str = 'targets',
     """
     if targets.numel() == 0:
         return True if detect_hard else None
-    t = targets.detach()
+    t = plain_tensor(targets.detach())
     deferred = is_deferred(t)
     hard = detect_hard and not deferred
     if not _enabled and not hard:
@@ -94,6 +95,33 @@ def check_probability_targets(targets: Tensor, name: str = 'targets',
     return bool(values[-1]) if hard else None
 
 
+def check_activated_inputs(inputs: Tensor, name: str = 'inputs') -> Tensor:
+    """With ``activated=True`` the inputs are probabilities: raise ``ValueError`` naming
+    ``name`` and the flag unless every element is in [0, 1] (NaN included). torch's own check
+    in ``binary_cross_entropy`` names neither, and on CUDA it is a device-side assert that
+    ends the process; this one is a min/max pass judged without a host synchronisation on
+    CUDA (:mod:`.value_checks`), like the target check, and switched off with it.
+
+    Returns the inputs to compute with: where the verdict is deferred, out-of-range elements
+    are replaced by 0.5 (so ``binary_cross_entropy`` never asserts on the device; the error
+    comes at the next check), elsewhere the inputs themselves."""
+    if inputs.numel() == 0 or not _enabled:
+        return inputs
+    t = plain_tensor(inputs.detach())
+
+    def verdict(values):
+        lo, hi = values
+        if lo >= 0.0 and hi <= 1.0:  # NaN fails both comparisons
+            return None
+        return (f'{name} must be probabilities in [0, 1] with activated=True, got min '
+                f'{lo + 0.0:g}, max {hi + 0.0:g}: pass logits with activated=False, or apply '
+                f'sigmoid first')
+    check_values(torch.stack(list(torch.aminmax(t))).double(), verdict)
+    if not is_deferred(t):
+        return inputs
+    return torch.where((inputs >= 0) & (inputs <= 1), inputs, 0.5)
+
+
 def check_label_range(labels: Tensor, low: Optional[int], high: int, name: str,
                       meaning: str = '') -> None:
     """Raise ``ValueError`` unless every label is in ``[low, high]`` (``low`` None: no lower
@@ -102,7 +130,7 @@ def check_label_range(labels: Tensor, low: Optional[int], high: int, name: str,
     (:mod:`.value_checks`)."""
     if labels.numel() == 0:
         return
-    t = labels.detach()
+    t = plain_tensor(labels.detach())
     lo, hi = torch.aminmax(t)
     stats = [lo.double(), hi.double()]
     if t.is_floating_point():  # class indices given as floats: whole numbers only

@@ -36,7 +36,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .value_checks import check_values
+from .value_checks import check_values, plain_tensor
 
 STABILIZERS = ('exact', 'epsilon', 'none')
 REDUCTIONS = ('none', 'mean', 'sum')
@@ -220,7 +220,7 @@ def _finite_non_negative_values(values: Tensor, name: str) -> None:
     CPU and without a host synchronisation on CUDA (:mod:`.value_checks`)."""
     if values.numel() == 0:
         return
-    lo, hi = torch.aminmax(values.detach().double())
+    lo, hi = torch.aminmax(plain_tensor(values.detach()).double())
 
     def verdict(v):
         if v[0] >= 0 and v[1] < math.inf:  # NaN fails both

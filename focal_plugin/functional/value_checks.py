@@ -34,7 +34,7 @@ from torch import Tensor
 from .settings import EnvChoice
 
 __all__ = ['MODES', 'check_values', 'flush_value_checks', 'set_value_check_mode',
-           'get_value_check_mode', 'is_deferred']
+           'get_value_check_mode', 'is_deferred', 'plain_tensor']
 
 MODES = ('auto', 'immediate', 'deferred')
 MAX_PENDING = 256  # a bound on memory only: the GPU is never that many loss calls behind
@@ -58,6 +58,16 @@ def is_deferred(tensor: Tensor) -> bool:
     """Whether a check of ``tensor`` is deferred (the caller then cannot branch on values)."""
     mode = get_value_check_mode()
     return mode == 'deferred' or (mode == 'auto' and tensor.device.type == 'cuda')
+
+
+def plain_tensor(tensor: Tensor) -> Tensor:
+    """``tensor`` itself, or, inside ``torch.func`` transforms, the plain tensor under their
+    wrappers: under ``vmap`` that holds every sample of the batch, which is what a check of
+    values must see (a batched tensor cannot be read on the host at all)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(tensor):
+        tensor = functorch.get_unwrapped(tensor)
+    return tensor
 
 
 def _raise(verdict: Verdict, values: List[float], deferred: bool) -> None:

@@ -58,7 +58,8 @@ def _bce(x: Tensor, t: Tensor, activated: bool, stabilizer: str) -> Tensor:
     if activated:
         return F.binary_cross_entropy(x, t, reduction='none')
     if stabilizer == 'exact':  # the true loss, to full precision (see logspace.exact_bce)
-        return exact_bce(t, F.softplus(x), F.softplus(-x))
+        # (logsigmoid: F.softplus's threshold is off by ~2e-9 beyond |x| = 20)
+        return exact_bce(t, -F.logsigmoid(-x), -F.logsigmoid(x))
     return F.binary_cross_entropy_with_logits(x, t, reduction='none')  # mmdet's, verbatim
 
 

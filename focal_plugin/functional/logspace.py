@@ -9,7 +9,8 @@ Each function here takes that pair (not the logits), so the two callers compute 
 own way and share everything after it:
 
 - the autograd formulations (:mod:`.sigmoid_focal`, :mod:`.generalized_focal`) pass
-  ``F.softplus`` / ``F.logsigmoid`` values, whose backward autograd knows;
+  ``F.logsigmoid`` values, whose backward autograd knows (not ``F.softplus``: beyond its
+  threshold of 20 it returns ``x`` with slope 1, a 2e-9 relative error float64 shows);
 - the fused kernels (:mod:`.fused_kernels`) pass :func:`softplus_pair`, one ``exp`` and one
   ``log1p`` for both, and write the derivative out themselves.
 

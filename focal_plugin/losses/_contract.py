@@ -56,26 +56,27 @@ def _match_weight(weight: Tensor, loss: Tensor) -> Tensor:
     """``weight`` as a tensor that multiplies ``loss`` element by element, in the shapes mmdet
     accepts wherever their meaning is unambiguous:
 
-    - the loss's own shape;
+    - the loss's own shape; one element of any shape (a scalar);
     - one weight per sample: ``(N,)``, or ``(N, 1, ...)`` (mmdet's ``FocalLoss`` views a
       weight whose first dimension is N as ``(N, 1)``);
-    - the loss flattened, ``(N * C * ...,)`` or ``(N * C * ..., 1)`` (mmdet's flattened
-      per-anchor-per-class weight, FSAF);
+    - the loss flattened in its own order, ``(N * C,)``, ``(N * C, 1)`` or ``(1, N * C)``
+      (mmdet's flattened per-anchor-per-class weight, FSAF);
     - any shape of the loss's rank that broadcasts to it without growing it, e.g. ``(N, 1)``
-      or ``(1, C)`` (``VarifocalLoss`` multiplies with broadcasting), or a 0-d tensor.
+      or ``(1, C)`` (``VarifocalLoss`` multiplies with broadcasting).
 
     Anything else is a ValueError naming ``weight``: in particular a weight with the loss's
-    number of elements in another shape, e.g. ``(C, N)``, is not reshaped (mmdet's
-    ``FocalLoss`` views it as ``(N, C)``, which puts every weight on the wrong element of a
-    transposed weight), and a ``(C,)`` weight is not broadcast per class (its meaning would
+    number of elements in another layout, e.g. ``(C, N)``, is not reshaped (mmdet's
+    ``FocalLoss`` views it as ``(N, C)``, which puts every weight of a transposed weight on
+    the wrong element), and a ``(C,)`` weight is not broadcast per class (its meaning would
     flip to per sample in a batch where N == C): pass ``(1, C)``."""
     shape = loss.shape
-    if weight.shape == shape or weight.ndim == 0:
+    if weight.shape == shape:
         return weight
-    if loss.ndim >= 1 and weight.ndim >= 1 and weight.shape[0] == shape[0] and \
-            weight.numel() == shape[0]:
+    if weight.numel() == 1:
+        return weight.reshape(())
+    if loss.ndim >= 1 and weight.ndim >= 1 and weight.shape[0] == shape[0] == weight.numel():
         return weight.reshape((-1,) + (1,) * (loss.ndim - 1))
-    if weight.ndim >= 1 and weight.shape[0] == weight.numel() == loss.numel():
+    if weight.numel() == loss.numel() and sum(d != 1 for d in weight.shape) == 1:
         return weight.reshape(shape)
     if weight.ndim == loss.ndim and all(w in (1, s) for w, s in zip(weight.shape, shape)):
         return weight
@@ -86,7 +87,7 @@ def _match_weight(weight: Tensor, loss: Tensor) -> Tensor:
         f'weight of shape {tuple(weight.shape)} does not fit a loss of shape {tuple(shape)}: '
         f'expected {tuple(shape)}, one per sample ({n},) or ({n}{ones}), the loss flattened '
         f'({loss.numel()},), or a shape of rank {loss.ndim} that broadcasts to it{example} '
-        f'(a weight with as many elements in another shape is not reshaped: transpose it)')
+        f'(a weight with as many elements in another layout is not reshaped: transpose it)')
 
 
 def weight_reduce_loss(loss: Tensor, weight: Optional[Tensor] = None, reduction: str = 'mean',

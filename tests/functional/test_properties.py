@@ -59,14 +59,17 @@ ATOL = 1e-30
 
 
 @st.composite
-def cases(draw):
+def cases(draw, modes=MODES, target_grad=(False, True)):
+    """One drawn call: loss, inputs, parameters, backend, autograd mode (from ``modes``) and
+    whether the targets require grad (from ``target_grad``; bool targets never do)."""
     loss = draw(st.sampled_from(LOSSES))
     rows, cols = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     n = rows * cols
     logits = draw(st.lists(st.one_of(st.sampled_from(HARD_POINTS),
                                      st.floats(-30, 30, allow_subnormal=False)),
                             min_size=n, max_size=n))
-    kind = draw(st.sampled_from(('bool', 'float01', 'soft')))
+    kinds = ('bool', 'float01', 'soft') if False in target_grad else ('float01', 'soft')
+    kind = draw(st.sampled_from(kinds))
     if kind == 'soft':
         values = draw(st.lists(st.one_of(st.sampled_from([0.0, 1.0]),
                                          st.floats(0, 1, allow_subnormal=False)),
@@ -78,14 +81,14 @@ def cases(draw):
         exponent = draw(st.sampled_from([0.0, 0.5]))
     return dict(
         loss=loss, shape=(rows, cols), logits=logits, kind=kind, targets=values,
-        target_grad=kind != 'bool' and draw(st.booleans()),
+        target_grad=kind != 'bool' and draw(st.sampled_from(target_grad)),
         exponent=exponent,
         alpha=draw(st.sampled_from([0.25, None, 1.0])) if loss == 'focal' else 0.75,
         iou_weighted=draw(st.booleans()),
         dtype=draw(st.sampled_from([torch.float64, torch.float32])),
         reduction=draw(st.sampled_from(['none', 'sum', 'mean'])),
         backend=draw(st.sampled_from(['eager', 'off'])),
-        mode=draw(st.sampled_from(MODES)))
+        mode=draw(st.sampled_from(modes)))
 
 
 def loss_fn(case):
@@ -192,9 +195,29 @@ def gradients(case, fn, x, t):
     return loss, grads[0], grads[1] if want_t else None
 
 
+AUTOGRAD = ('backward', 'retain_graph', 'create_graph')
+
+
 @BOUNDED
-@given(case=cases())
-def test_every_input_every_mode_matches_the_reference(case):
+@given(case=cases(modes=AUTOGRAD, target_grad=(False,)))
+def test_logit_gradients_match_the_reference(case):
+    check_case(case)
+
+
+@BOUNDED
+@given(case=cases(modes=AUTOGRAD, target_grad=(True,)))
+def test_target_gradients_match_the_reference(case):
+    """Soft targets with exact 0s and 1s, float 0/1 labels, scores: all require grad."""
+    check_case(case)
+
+
+@BOUNDED
+@given(case=cases(modes=('func_grad', 'vmap')))
+def test_torch_func_transforms_match_the_reference(case):
+    check_case(case)
+
+
+def check_case(case):
     before = fused.get_fused_backend()
     fused.set_fused_backend(case['backend'])
     try:

@@ -75,12 +75,26 @@ def meant(kind, weight, n, c, loss_ndim):
     return w
 
 
+NAMES = st.sampled_from(['focal', 'vfl', 'qfl'])
+SIZES = st.integers(1, 5)
+REDUCTIONS = st.sampled_from(['mean', 'sum', 'none'])
+
+
 @BOUNDED
-@given(name=st.sampled_from(['focal', 'vfl', 'qfl']), n=st.integers(1, 5), c=st.integers(1, 5),
-       kind=st.sampled_from(sorted(ACCEPTED) + sorted(REFUSED)),
-       reduction=st.sampled_from(['mean', 'sum', 'none']), avg=st.booleans(),
-       seed=st.integers(0, 3))
-def test_weight_shapes_mean_what_they_say(name, n, c, kind, reduction, avg, seed):
+@given(name=NAMES, n=SIZES, c=SIZES, kind=st.sampled_from(sorted(ACCEPTED)),
+       reduction=REDUCTIONS, avg=st.booleans(), seed=st.integers(0, 3))
+def test_accepted_weight_shapes_mean_what_they_say(name, n, c, kind, reduction, avg, seed):
+    check_weight(name, n, c, kind, reduction, avg, seed)
+
+
+@BOUNDED
+@given(name=NAMES, n=SIZES, c=SIZES, kind=st.sampled_from(sorted(REFUSED)),
+       reduction=REDUCTIONS, avg=st.booleans(), seed=st.integers(0, 3))
+def test_refused_weight_shapes_raise_naming_weight(name, n, c, kind, reduction, avg, seed):
+    check_weight(name, n, c, kind, reduction, avg, seed)
+
+
+def check_weight(name, n, c, kind, reduction, avg, seed):
     accepted = kind in (QFL_ACCEPTED if name == 'qfl' else ACCEPTED)
     shape = (ACCEPTED if kind in ACCEPTED else REFUSED)[kind](n, c)
     if not accepted:

@@ -98,7 +98,12 @@ def fused_loss(loss: str, x: Tensor, targets: Tensor, params: tuple,
     if serving is None:
         return None
     name, kernel = serving
-    out = _FusedLoss.apply(x, targets, kernel, LOSS_ONLY[name], *params)[0]
+    if name.endswith('_loss'):  # no gradient wanted: no autograd node either
+        # (also sidesteps torch 2.13's dynamo, which calls a setup_context-style forward with
+        # a ctx when no input requires grad)
+        out = kernel(x.reshape(-1), targets.reshape(-1), *params).view(x.shape)
+    else:
+        out = _FusedLoss.apply(x, targets, kernel, LOSS_ONLY[name], *params)[0]
     if reduction == 'none':
         return out
     out = out.sum()
@@ -126,18 +131,15 @@ class _FusedLoss(torch.autograd.Function):
         # element-wise kernels on 1-D views: one compiled graph serves every shape
         # (detached: a leaf's requires_grad flag would otherwise be a guard of its own)
         out = kernel(x.detach().reshape(-1), targets.detach().reshape(-1), *params)
-        if not isinstance(out, tuple):  # no gradient wanted (no_grad, or constant inputs)
-            return out.view(x.shape), None, None
         return tuple(o.view(x.shape) for o in out) + (None,) * (3 - len(out))
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         x, targets, _, base, *params = inputs
         _, local_x, local_t = output
-        if local_x is not None:
-            ctx.mark_non_differentiable(*(o for o in output[1:] if o is not None))
-            # x and targets are saved for a create_graph backward only (the caller's tensors)
-            ctx.save_for_backward(local_x, local_t, x, targets)
+        ctx.mark_non_differentiable(*(o for o in output[1:] if o is not None))
+        # x and targets are saved for a create_graph backward only (the caller's tensors)
+        ctx.save_for_backward(local_x, local_t, x, targets)
         ctx.base = base  # the loss-only function: its with_grad form is the closed form
         ctx.params = params
 

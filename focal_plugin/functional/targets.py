@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .value_checks import check_values, is_deferred, plain_tensor
+from .value_checks import check_values, is_deferred, plain_tensor, verdict_rule
 
 __all__ = ['check_probability_targets', 'check_activated_inputs', 'check_label_range',
            'set_target_check', 'get_target_check']
@@ -58,6 +58,7 @@ def _likely_cause(lo: float, hi: float) -> str:
     return 'scores below 0 (e.g. an IoU computed as negative): clamp them to [0, 1]'
 
 
+@verdict_rule('probability range')
 def _range_verdict(name: str):
     def verdict(values):
         lo, hi = values[0], values[1]
@@ -91,8 +92,20 @@ def check_probability_targets(targets: Tensor, name: str = 'targets',
     stats = list(torch.aminmax(t)) if _enabled else [t.new_zeros(()), t.new_ones(())]
     if hard:
         stats.append(((t == 0) | (t == 1)).all().to(t.dtype))
-    values = check_values(torch.stack(stats), _range_verdict(name))  # NaN reaches min and max
+    values = check_values(torch.stack(stats), 'probability range', name)  # NaN: min and max
     return bool(values[-1]) if hard else None
+
+
+@verdict_rule('activated range')
+def _activated_verdict(name: str):
+    def verdict(values):
+        lo, hi = values
+        if lo >= 0.0 and hi <= 1.0:  # NaN fails both comparisons
+            return None
+        return (f'{name} must be probabilities in [0, 1] with activated=True, got min '
+                f'{lo + 0.0:g}, max {hi + 0.0:g}: pass logits with activated=False, or apply '
+                f'sigmoid first')
+    return verdict
 
 
 def check_activated_inputs(inputs: Tensor, name: str = 'inputs') -> Tensor:
@@ -108,15 +121,7 @@ def check_activated_inputs(inputs: Tensor, name: str = 'inputs') -> Tensor:
     if inputs.numel() == 0 or not _enabled:
         return inputs
     t = plain_tensor(inputs.detach())
-
-    def verdict(values):
-        lo, hi = values
-        if lo >= 0.0 and hi <= 1.0:  # NaN fails both comparisons
-            return None
-        return (f'{name} must be probabilities in [0, 1] with activated=True, got min '
-                f'{lo + 0.0:g}, max {hi + 0.0:g}: pass logits with activated=False, or apply '
-                f'sigmoid first')
-    check_values(torch.stack(list(torch.aminmax(t))).double(), verdict)
+    check_values(torch.stack(list(torch.aminmax(t))).double(), 'activated range', name)
     if not is_deferred(t):
         return inputs
     return torch.where((inputs >= 0) & (inputs <= 1), inputs, 0.5)
@@ -135,12 +140,19 @@ def check_label_range(labels: Tensor, low: Optional[int], high: int, name: str,
     stats = [lo.double(), hi.double()]
     if t.is_floating_point():  # class indices given as floats: whole numbers only
         stats.append((t != t.trunc()).any().double())
-    rule = f'in [{low}, {high}]' if low is not None else f'<= {high}'
+    check_values(torch.stack(stats), 'label range', str(low), str(high), name, meaning)
+
+
+@verdict_rule('label range')
+def _label_verdict(low: str, high: str, name: str, meaning: str):
+    low_bound = None if low == 'None' else int(low)
+    high_bound = int(high)
+    rule = f'in [{low}, {high}]' if low_bound is not None else f'<= {high}'
 
     def verdict(values):
         if len(values) == 3 and values[2]:
-            return f'{name} must be whole class indices, got fractional values ({labels.dtype})'
-        if (low is None or low <= values[0]) and values[1] <= high:
+            return f'{name} must be whole class indices, got fractional values (float labels)'
+        if (low_bound is None or low_bound <= values[0]) and values[1] <= high_bound:
             return None
         return f'{name} must be {rule}{meaning}, got min {values[0]:g}, max {values[1]:g}'
-    check_values(torch.stack(stats), verdict)
+    return verdict

@@ -20,6 +20,11 @@ iteration), after the loss of the bad call has been computed; a process that end
 verdict pending logs it at exit (:func:`flush_value_checks` raises it earlier). Bad *labels*
 never index memory in this package (masks are built by comparison, not ``one_hot`` or
 ``scatter``), so a late report is the worst that happens.
+
+Inside ``torch.compile`` a check is one opaque operator of the graph (``focal_plugin::
+check_values``, rule named by kind and string arguments): no graph break, and it runs when the
+graph runs, immediate or deferred by the mode. Inside ``torch.func`` transforms the values are
+read from the plain tensor under the transform's wrappers (under ``vmap``: every sample).
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ._common import compute_dtype, reduce
 from .fused import fused_loss
-from .logspace import exact_bce, log_quality_base
+from .logspace import exact_bce, log_quality_base, softplus
 from .stabilizer import modulating_factor
 from .targets import check_activated_inputs, check_probability_targets
 from .validation import (
@@ -58,8 +58,7 @@ def _bce(x: Tensor, t: Tensor, activated: bool, stabilizer: str) -> Tensor:
     if activated:
         return F.binary_cross_entropy(x, t, reduction='none')
     if stabilizer == 'exact':  # the true loss, to full precision (see logspace.exact_bce)
-        # (logsigmoid: F.softplus's threshold is off by ~2e-9 beyond |x| = 20)
-        return exact_bce(t, -F.logsigmoid(-x), -F.logsigmoid(x))
+        return exact_bce(t, softplus(x), softplus(-x))
     return F.binary_cross_entropy_with_logits(x, t, reduction='none')  # mmdet's, verbatim
 
 

@@ -58,8 +58,8 @@ def test_vfl_score_gradients(iou_weighted):
 def test_same_score_gradients_as_mmdet_where_theirs_are_finite(name):
     pytest.importorskip('mmdet')
     from mmdet.models.losses import QualityFocalLoss, VarifocalLoss
-    pred, labels, scores, dense = case()
-    if name == 'qfl':
+    pred, labels, scores, dense = (v.float() if v.is_floating_point() else v for v in case())
+    if name == 'qfl':  # (float32: mmdet's QFL mixes dtypes in float64)
         ours, theirs = StableQualityFocalLoss(beta=2.0), QualityFocalLoss(beta=2.0)
         args = (pred, lambda s: (labels, s), scores)
     else:
@@ -68,4 +68,4 @@ def test_same_score_gradients_as_mmdet_where_theirs_are_finite(name):
     got, want = score_grad(ours, *args), score_grad(theirs, *args)
     assert torch.isfinite(got).all()
     finite = torch.isfinite(want)
-    torch.testing.assert_close(got[finite], want[finite], rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(got[finite], want[finite], rtol=1e-4, atol=1e-6)

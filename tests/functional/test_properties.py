@@ -61,6 +61,16 @@ ATOL = {torch.float64: 1e-30, torch.float32: 1e-30, torch.float16: 1e-7,
         torch.bfloat16: 1e-30}
 
 
+@pytest.fixture
+def eager_kernels():
+    """The fused kernels uncompiled (the compiled ones are compared with them in test_fused):
+    no compilation inside a test that is about something else."""
+    before = fused.get_fused_backend()
+    fused.set_fused_backend('eager')
+    yield
+    fused.set_fused_backend(before)
+
+
 @st.composite
 def cases(draw, modes=MODES, target_grad=(False, True)):
     """One drawn call: loss, inputs, parameters, backend, autograd mode (from ``modes``) and
@@ -271,7 +281,7 @@ def test_activated_inputs_outside_0_1_name_the_argument(values, loss, mode):
         set_value_check_mode('auto')
 
 
-def test_activated_inputs_agree_with_logits_inside_0_1():
+def test_activated_inputs_agree_with_logits_inside_0_1(eager_kernels):
     x = torch.linspace(-8, 8, 33, dtype=torch.float64)
     t = torch.rand(33, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for fn in (lambda v, a: sigmoid_focal_loss(v, t, gamma=0.5, activated=a),
@@ -281,7 +291,7 @@ def test_activated_inputs_agree_with_logits_inside_0_1():
 
 # ---- the examples of issue 35, named ---------------------------------------------------------
 
-def test_learnable_label_smoothing_at_zero_moves():
+def test_learnable_label_smoothing_at_zero_moves(eager_kernels):
     """``(1 - e) * onehot + e / 2`` at e = 0 is all 0/1: the targets must stay in the graph."""
     e = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
     onehot = torch.eye(4, dtype=torch.float64)[torch.tensor([0, 1, 2, 3, 0, 1])]

@@ -62,11 +62,50 @@ def varifocal_elem(x: float, t: float, alpha: float, gamma: float, iou_weighted:
     return float(w * ce), float(w * dce + dw * ce)
 
 
+# --- derivatives with respect to the target (soft targets, scores that require grad): each
+# from its paper formula as a function of t, with dBCE/dt = log(1 - p) - log(p) = -x ----------
+def focal_target_grad(x: float, t: float, gamma: float, alpha):
+    """d/dt of the sigmoid focal loss of one element (finite for every finite x, t)."""
+    x, t, g = mp.mpf(x), mp.mpf(t), mp.mpf(gamma)
+    p, q = _sig(x), _sig(-x)
+    ce = -(t * mp.log(p) + (1 - t) * mp.log(q))
+    m = t * q + (1 - t) * p                          # 1 - p_t > 0 for finite x
+    a = 1 if alpha is None else alpha * t + (1 - alpha) * (1 - t)
+    da = 0 if alpha is None else 2 * alpha - 1
+    dce = mp.log(q) - mp.log(p)
+    return float(da * m ** g * ce + a * m ** g * dce + a * g * m ** (g - 1) * (q - p) * ce)
+
+
+def quality_target_grad(x: float, y: float, beta: float):
+    """d/dy of QFL ``BCE(x, y) |y - sigma(x)|**beta`` (0 at the cusp, as d/dx)."""
+    x, y, b = mp.mpf(x), mp.mpf(y), mp.mpf(beta)
+    p, q = _sig(x), _sig(-x)
+    ce = -(y * mp.log(p) + (1 - y) * mp.log(q))
+    d = y * q - (1 - y) * p                          # y - sigma(x)
+    if d == 0:
+        return 0.0
+    return float((mp.log(q) - mp.log(p)) * abs(d) ** b + ce * b * abs(d) ** (b - 1) * mp.sign(d))
+
+
+def varifocal_target_grad(x: float, t: float, alpha: float, gamma: float, iou_weighted: bool):
+    """d/dt of VFL: the branch that holds at t (mmdet's ``t > 0``); at t = 0 that is the
+    negative branch ``alpha |sigma(x) - t|**gamma BCE(x, t)`` (the loss jumps at 0+)."""
+    x, t, g = mp.mpf(x), mp.mpf(t), mp.mpf(gamma)
+    p, q = _sig(x), _sig(-x)
+    ce = -(t * mp.log(p) + (1 - t) * mp.log(q))
+    dce = mp.log(q) - mp.log(p)
+    if t > 0:
+        return float(ce + t * dce) if iou_weighted else float(dce)
+    base = abs(p - t)
+    return float(alpha * (-g * base ** (g - 1) * mp.sign(p - t) * ce + base ** g * dce))
+
+
 def map_elements(fn, x: torch.Tensor, t: torch.Tensor, *args):
     """Apply a scalar reference element-wise; returns one float64 tensor per output
     (loss, grad[, grad_scale])."""
     rows = [fn(float(a), float(b), *args) for a, b in zip(x.flatten().tolist(),
                                                        t.flatten().tolist())]
+    rows = [row if isinstance(row, tuple) else (row,) for row in rows]
     return tuple(torch.tensor(col, dtype=torch.float64).view(x.shape) for col in zip(*rows))
 
 

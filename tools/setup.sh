@@ -117,7 +117,7 @@ if ! "$PY" -c 'import mmcv, mmcv.ops, sys; from mmcv.ops import nms' 2>/dev/null
 fi
 
 step "mmdet, focal_plugin (editable) and test tools"
-pip_install --no-build-isolation mmdet -e "$ROOT[mmdet]" pytest ruff
+pip_install --no-build-isolation mmdet -e "$ROOT[mmdet]" pytest ruff hypothesis
 
 step "MONAI (test-only reference for the migration table; needs only torch and numpy)"
 pip_install --no-deps monai

@@ -15,7 +15,7 @@ Backends (``FOCAL_PLUGIN_FUSED`` environment variable, or :func:`set_fused_backe
   runs of the same seed differ after it: for interactive work, not for results.
 - ``'eager'``: the same kernels without compilation: the same memory saving, but slower than
   the reference on CPU (each op makes its own pass over memory).
-- ``'off'``: always the autograd reference.
+- ``'off'``: the autograd reference (but targets that need a gradient: see :mod:`.fused`).
 
 Interpreter exit and a compilation in flight (``'auto'``): the worker is a daemon thread (a training
 script must not hang on it), and an ``atexit`` handler waits for the compilation it is

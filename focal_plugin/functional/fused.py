@@ -12,9 +12,12 @@ tensor but pay the transcendental math twice.) Without a gradient to compute (``
 the loss-only kernel runs. How the kernels run (compiled now, in the background, eager, or not
 at all) is :mod:`.compile_backend`'s business.
 
-Inside a ``torch.compile``'d model the eager kernels are used, so the user's compiler traces
-them like any other ops. Repeated and higher-order backward passes work as with the
-reference (see :class:`_FusedLoss`).
+Inside a ``torch.compile``'d model, and under ``torch.func`` transforms (``grad``, ``vmap``,
+``jacrev``...), the eager kernels are used, so the user's compiler or transform traces them
+like any other ops. Repeated and higher-order backward passes work as with the reference (see
+:class:`_FusedLoss`). Targets that need a gradient get it in closed form as well (the
+``*_and_grads`` kernels): that is the only exact path for them, so it serves them on every
+backend, ``'off'`` included.
 """
 from __future__ import annotations
 
@@ -36,10 +39,23 @@ __all__ = ['BACKENDS', 'fused_kernel', 'fused_loss', 'set_fused_backend', 'get_f
            'warm_up']
 
 
+def needs_grad(tensor: Tensor) -> bool:
+    """Whether autograd (or a ``torch.func`` transform) will want a gradient to ``tensor``."""
+    return tensor.requires_grad and torch.is_grad_enabled()
+
+
+def in_functorch_transform() -> bool:
+    """Whether a ``torch.func`` transform (grad, vmap, jacrev, ...) is active. (torch has no
+    public query; this is what ``torch.func`` itself consults.)"""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def _kernel_name(x: Tensor, targets: Tensor, loss: str) -> str:
     if loss == 'focal':
         loss = 'hard' if targets.dtype == torch.bool else 'soft'
-    if not (x.requires_grad and torch.is_grad_enabled()):
+    if needs_grad(targets):
+        return loss + '_loss_and_grads'  # (never 'hard': bool targets have no gradient)
+    if not needs_grad(x):
         return loss + '_loss'  # no gradient wanted: the loss-only kernel
     return loss + '_loss_and_grad'
 
@@ -47,19 +63,19 @@ def _kernel_name(x: Tensor, targets: Tensor, loss: str) -> str:
 def _serving(x: Tensor, targets: Tensor, loss: str) -> Optional[tuple]:
     """``(kernel name, kernel)`` serving this call, or None for the autograd reference."""
     backend = get_fused_backend()
-    if backend == 'off' or targets.requires_grad or x.dtype not in (torch.float32,
-                                                                     torch.float64):
+    if x.dtype not in (torch.float32, torch.float64) or (backend == 'off'
+                                                          and not needs_grad(targets)):
         return None
     name = _kernel_name(x, targets, loss)
-    if backend == 'eager' or torch.compiler.is_compiling():
+    if backend in ('eager', 'off') or torch.compiler.is_compiling() or in_functorch_transform():
         return name, KERNELS[name]
     kernel = compiled_kernel(name, x.dtype, x.device.type, block=backend != 'auto')
     return None if kernel is None else (name, kernel)
 
 
 def fused_kernel(x: Tensor, targets: Tensor, loss: str = 'focal') -> Optional[Callable]:
-    """The kernel serving this call, or None for the autograd reference: backend 'off',
-    targets that need a gradient, 16-bit logits (the caller upcasts them first), or, in 'auto'
+    """The kernel serving this call, or None for the autograd reference: backend 'off' (unless
+    the targets need a gradient), 16-bit logits (the caller upcasts them first), or, in 'auto'
     mode, a compiled kernel not built yet (its compilation then starts in the background).
     ``loss``: ``'focal'`` (sigmoid focal loss; bool targets select the hard-label kernel),
     ``'quality'`` (QFL) or ``'vfl'`` (VFL)."""
@@ -82,7 +98,12 @@ def fused_loss(loss: str, x: Tensor, targets: Tensor, params: tuple,
     if serving is None:
         return None
     name, kernel = serving
-    out = _FusedLoss.apply(x, targets, kernel, LOSS_ONLY[name], *params)
+    if name.endswith('_loss'):  # no gradient wanted: no autograd node either
+        # (also sidesteps torch 2.13's dynamo, which calls a setup_context-style forward with
+        # a ctx when no input requires grad)
+        out = kernel(x.reshape(-1), targets.reshape(-1), *params).view(x.shape)
+    else:
+        out = _FusedLoss.apply(x, targets, kernel, LOSS_ONLY[name], *params)[0]
     if reduction == 'none':
         return out
     out = out.sum()
@@ -92,35 +113,46 @@ def fused_loss(loss: str, x: Tensor, targets: Tensor, params: tuple,
 # ---- the autograd function ------------------------------------------------------------------
 
 class _FusedLoss(torch.autograd.Function):
-    """One pass computes the loss and its local gradient; backward is one multiplication.
+    """One pass computes the loss and its local gradients; backward is one multiplication.
 
     It behaves as the autograd reference does: a second backward through the same graph
-    (``retain_graph=True``, ``gradcheck``) gets the same gradient again (the local gradient is
-    not overwritten), and a ``create_graph`` backward differentiates the closed-form gradient
-    with autograd (second derivatives, ``gradgradcheck``)."""
+    (``retain_graph=True``, ``gradcheck``) gets the same gradient again (the local gradients
+    are not overwritten), and a ``create_graph`` backward differentiates the closed-form
+    gradient with autograd (second derivatives, ``gradgradcheck``). ``forward`` /
+    ``setup_context`` are separate and the local gradients are outputs of ``forward`` (marked
+    non-differentiable), which is what ``torch.func`` needs: ``grad``/``jacrev`` call them
+    at their own level, ``vmap`` batches them by running them on batched tensors
+    (``generate_vmap_rule``: the kernels are plain element-wise torch ops)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: Tensor, targets: Tensor, kernel: Callable, base: Callable,
-                *params: float) -> Tensor:
+    def forward(x: Tensor, targets: Tensor, kernel: Callable, base: Callable, *params: float):
         # element-wise kernels on 1-D views: one compiled graph serves every shape
         # (detached: a leaf's requires_grad flag would otherwise be a guard of its own)
-        out = kernel(x.detach().reshape(-1), targets.reshape(-1), *params)
-        if isinstance(out, tuple):
-            loss, local_grad = out
-            # x is saved for a create_graph backward only; it is the caller's tensor (no copy)
-            ctx.save_for_backward(local_grad.view(x.shape), x, targets)
-        else:  # no gradient wanted (no_grad, or logits that do not require it)
-            loss = out
-        ctx.base = base  # the loss-only function: its with_grad form is the closed form
-        ctx.params = params
-        return loss.view(x.shape)
+        out = kernel(x.detach().reshape(-1), targets.detach().reshape(-1), *params)
+        return tuple(o.view(x.shape) for o in out) + (None,) * (3 - len(out))
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        local_grad, x, targets = ctx.saved_tensors
-        nones = (None, None, None) + (None,) * len(ctx.params)
-        if not torch.is_grad_enabled():  # the usual first-order backward: one multiplication
-            return (local_grad * grad,) + nones
-        # create_graph: the closed-form gradient as a differentiable function of x
-        _, d_x = ctx.base(x, targets, *ctx.params, with_grad=True)
-        return (d_x * grad,) + nones
+    def setup_context(ctx, inputs, output) -> None:
+        x, targets, _, base, *params = inputs
+        _, local_x, local_t = output
+        ctx.mark_non_differentiable(*(o for o in output[1:] if o is not None))
+        # x and targets are saved for a create_graph backward only (the caller's tensors)
+        ctx.save_for_backward(local_x, local_t, x, targets)
+        ctx.base = base  # the loss-only function: its with_grad form is the closed form
+        ctx.params = params
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_):
+        local_x, local_t, x, targets = ctx.saved_tensors
+        nones = (None, None) + (None,) * len(ctx.params)
+        want_x, want_t = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():
+            # create_graph: the closed-form gradients as differentiable functions of x, t
+            extra = {} if local_t is None else {'with_target_grad': True}
+            _, local_x, *rest = ctx.base(x, targets, *ctx.params, with_grad=True, **extra)
+            local_t = rest[0] if rest else None
+        d_x = local_x * grad if want_x else None
+        d_t = local_t * grad if want_t and local_t is not None else None
+        return (d_x, d_t) + nones

@@ -26,9 +26,9 @@ from torch import Tensor
 
 from ._common import compute_dtype, reduce
 from .fused import fused_loss
-from .logspace import exact_bce, log_quality_base
+from .logspace import exact_bce, log_quality_base, softplus
 from .stabilizer import modulating_factor
-from .targets import check_probability_targets
+from .targets import check_activated_inputs, check_probability_targets
 from .validation import (
     check_eps,
     check_exponent,
@@ -58,7 +58,7 @@ def _bce(x: Tensor, t: Tensor, activated: bool, stabilizer: str) -> Tensor:
     if activated:
         return F.binary_cross_entropy(x, t, reduction='none')
     if stabilizer == 'exact':  # the true loss, to full precision (see logspace.exact_bce)
-        return exact_bce(t, F.softplus(x), F.softplus(-x))
+        return exact_bce(t, softplus(x), softplus(-x))
     return F.binary_cross_entropy_with_logits(x, t, reduction='none')  # mmdet's, verbatim
 
 
@@ -88,9 +88,12 @@ def quality_focal_loss(inputs: Tensor,
     """Element-wise QFL. ``targets`` holds the quality score of each (anchor, class) pair:
     0 for negatives, the IoU in (0, 1] for the positive class of a positive anchor.
 
-    ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``)."""
+    ``activated=True`` takes probabilities instead of logits (mmdet's ``activated``); inputs
+    outside [0, 1] are then a ValueError naming ``inputs``."""
     x, t = _prepare(inputs, targets, beta, 'beta', reduction, stabilizer, eps)
     activated = check_flag(activated, 'activated')
+    if activated:
+        x = check_activated_inputs(x)
     if stabilizer == 'exact' and not activated and beta > 0:  # (beta 0: plain BCE)
         out = fused_loss('quality', x, t, (beta,), reduction)  # one pass, see .fused
         if out is not None:

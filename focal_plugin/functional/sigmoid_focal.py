@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import compute_dtype, reduce
-from .fused import fused_loss
-from .logspace import exact_bce, log_one_minus_p_t, signed_logit
+from .fused import fused_loss, needs_grad
+from .logspace import exact_bce, log_one_minus_p_t, signed_logit, softplus
 from .stabilizer import modulating_factor
-from .targets import check_label_range, check_probability_targets
+from .targets import check_activated_inputs, check_label_range, check_probability_targets
 from .validation import (
     check_alpha,
     check_eps,
@@ -49,13 +49,16 @@ def _hard_labels(targets: Tensor, detect_in_floats: bool) -> Optional[Tensor]:
     targets must be probabilities in [0, 1] (ValueError naming the likely cause otherwise); on
     the CPU the same host read finds out whether they are all 0/1, which buys the cheaper
     hard-label path (only asked where that path exists; on CUDA nothing is read on the host,
-    and float targets take the soft path, exact for 0/1 too: see :mod:`.value_checks`)."""
+    and float targets take the soft path, exact for 0/1 too: see :mod:`.value_checks`).
+    Float targets that need a gradient are never read as labels: a mask has no gradient, and
+    the targets' graph (a learnable label smoothing at 0, a teacher's scores) would be cut."""
     if targets.dtype == torch.bool:
         return targets
     if not targets.is_floating_point():
         check_label_range(targets, 0, 1, 'integer targets', ' (hard labels 0 or 1)')
         return targets.bool()
-    if check_probability_targets(targets, detect_hard=detect_in_floats):
+    if check_probability_targets(targets, detect_hard=detect_in_floats
+                                 and not needs_grad(targets)):
         return targets.bool()
     return None
 
@@ -85,7 +88,8 @@ def sigmoid_focal_loss(inputs: Tensor,
         eps: offset of ``'epsilon'`` mode.
         activated: ``inputs`` are probabilities, not logits (mmdet's ``activated=True``).
             There is no logit to take a log form from, so ``'exact'`` uses the zero-safe
-            power: exact values, finite gradients where ``1 - p_t`` is exactly 0.
+            power: exact values, finite gradients where ``1 - p_t`` is exactly 0. Inputs
+            outside [0, 1] (logits passed by mistake) are a ValueError naming ``inputs``.
 
     Returns:
         The loss, element-wise or reduced. 16-bit inputs are computed and returned in float32.
@@ -99,6 +103,8 @@ def sigmoid_focal_loss(inputs: Tensor,
     eps = check_eps(eps)
     activated = check_flag(activated, 'activated')
 
+    if activated:
+        inputs = check_activated_inputs(inputs)
     exact_logits = stabilizer == 'exact' and not activated
     positive = _hard_labels(targets, detect_in_floats=exact_logits)
     dtype = compute_dtype(inputs)
@@ -116,8 +122,8 @@ def sigmoid_focal_loss(inputs: Tensor,
         # than torchvision's formula.
         u = signed_logit(x, positive)
         factor = modulating_factor(gamma, stabilizer, eps, base=lambda: torch.sigmoid(-u),
-                                   log_base=lambda: -F.softplus(u))
-        loss = F.softplus(-u) * factor
+                                   log_base=lambda: -softplus(u))
+        loss = softplus(-u) * factor
         if alpha is not None:
             loss = loss * torch.where(positive, x.new_tensor(alpha), x.new_tensor(1 - alpha))
         return reduce(loss, reduction)
@@ -135,7 +141,7 @@ def sigmoid_focal_loss(inputs: Tensor,
     elif stabilizer == 'exact':
         # 'exact' means the true loss: a full-precision cross-entropy goes with the exact
         # factor (torchvision's BCE is off by up to 1% at confident logits, see the helper).
-        nll_neg, nll_pos = F.softplus(x), F.softplus(-x)  # -log(1 - p), -log(p)
+        nll_neg, nll_pos = softplus(x), softplus(-x)  # -log(1 - p), -log(p)
         ce = exact_bce(t, nll_neg, nll_pos)
         forms = dict(log_base=lambda: log_one_minus_p_t(t, nll_neg, nll_pos))
     else:  # 'none' / 'epsilon' are torchvision's formula (+ eps), verbatim

@@ -27,9 +27,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .value_checks import check_values, is_deferred
+from .value_checks import check_values, is_deferred, plain_tensor, verdict_rule
 
-__all__ = ['check_probability_targets', 'set_target_check', 'get_target_check']
+__all__ = ['check_probability_targets', 'check_activated_inputs', 'check_label_range',
+           'set_target_check', 'get_target_check']
 
 _FALSE = ('0', 'false', 'off', 'no')
 _enabled = os.environ.get('FOCAL_PLUGIN_CHECK_TARGETS', '1').strip().lower() not in _FALSE
@@ -57,6 +58,7 @@ def _likely_cause(lo: float, hi: float) -> str:
     return 'scores below 0 (e.g. an IoU computed as negative): clamp them to [0, 1]'
 
 
+@verdict_rule('probability range')
 def _range_verdict(name: str):
     def verdict(values):
         lo, hi = values[0], values[1]
@@ -82,7 +84,7 @@ def check_probability_targets(targets: Tensor, name: str = 'targets',
     """
     if targets.numel() == 0:
         return True if detect_hard else None
-    t = targets.detach()
+    t = plain_tensor(targets.detach())
     deferred = is_deferred(t)
     hard = detect_hard and not deferred
     if not _enabled and not hard:
@@ -90,8 +92,39 @@ def check_probability_targets(targets: Tensor, name: str = 'targets',
     stats = list(torch.aminmax(t)) if _enabled else [t.new_zeros(()), t.new_ones(())]
     if hard:
         stats.append(((t == 0) | (t == 1)).all().to(t.dtype))
-    values = check_values(torch.stack(stats), _range_verdict(name))  # NaN reaches min and max
+    values = check_values(torch.stack(stats), 'probability range', name)  # NaN: min and max
     return bool(values[-1]) if hard else None
+
+
+@verdict_rule('activated range')
+def _activated_verdict(name: str):
+    def verdict(values):
+        lo, hi = values
+        if lo >= 0.0 and hi <= 1.0:  # NaN fails both comparisons
+            return None
+        return (f'{name} must be probabilities in [0, 1] with activated=True, got min '
+                f'{lo + 0.0:g}, max {hi + 0.0:g}: pass logits with activated=False, or apply '
+                f'sigmoid first')
+    return verdict
+
+
+def check_activated_inputs(inputs: Tensor, name: str = 'inputs') -> Tensor:
+    """With ``activated=True`` the inputs are probabilities: raise ``ValueError`` naming
+    ``name`` and the flag unless every element is in [0, 1] (NaN included). torch's own check
+    in ``binary_cross_entropy`` names neither, and on CUDA it is a device-side assert that
+    ends the process; this one is a min/max pass judged without a host synchronisation on
+    CUDA (:mod:`.value_checks`), like the target check, and switched off with it.
+
+    Returns the inputs to compute with: where the verdict is deferred, out-of-range elements
+    are replaced by 0.5 (so ``binary_cross_entropy`` never asserts on the device; the error
+    comes at the next check), elsewhere the inputs themselves."""
+    if inputs.numel() == 0 or not _enabled:
+        return inputs
+    t = plain_tensor(inputs.detach())
+    check_values(torch.stack(list(torch.aminmax(t))).double(), 'activated range', name)
+    if not is_deferred(t):
+        return inputs
+    return torch.where((inputs >= 0) & (inputs <= 1), inputs, 0.5)
 
 
 def check_label_range(labels: Tensor, low: Optional[int], high: int, name: str,
@@ -102,17 +135,24 @@ def check_label_range(labels: Tensor, low: Optional[int], high: int, name: str,
     (:mod:`.value_checks`)."""
     if labels.numel() == 0:
         return
-    t = labels.detach()
+    t = plain_tensor(labels.detach())
     lo, hi = torch.aminmax(t)
     stats = [lo.double(), hi.double()]
     if t.is_floating_point():  # class indices given as floats: whole numbers only
         stats.append((t != t.trunc()).any().double())
-    rule = f'in [{low}, {high}]' if low is not None else f'<= {high}'
+    check_values(torch.stack(stats), 'label range', str(low), str(high), name, meaning)
+
+
+@verdict_rule('label range')
+def _label_verdict(low: str, high: str, name: str, meaning: str):
+    low_bound = None if low == 'None' else int(low)
+    high_bound = int(high)
+    rule = f'in [{low}, {high}]' if low_bound is not None else f'<= {high}'
 
     def verdict(values):
         if len(values) == 3 and values[2]:
-            return f'{name} must be whole class indices, got fractional values ({labels.dtype})'
-        if (low is None or low <= values[0]) and values[1] <= high:
+            return f'{name} must be whole class indices, got fractional values (float labels)'
+        if (low_bound is None or low_bound <= values[0]) and values[1] <= high_bound:
             return None
         return f'{name} must be {rule}{meaning}, got min {values[0]:g}, max {values[1]:g}'
-    check_values(torch.stack(stats), verdict)
+    return verdict

@@ -36,7 +36,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .value_checks import check_values
+from .value_checks import check_values, plain_tensor, verdict_rule
 
 STABILIZERS = ('exact', 'epsilon', 'none')
 REDUCTIONS = ('none', 'mean', 'sum')
@@ -220,13 +220,17 @@ def _finite_non_negative_values(values: Tensor, name: str) -> None:
     CPU and without a host synchronisation on CUDA (:mod:`.value_checks`)."""
     if values.numel() == 0:
         return
-    lo, hi = torch.aminmax(values.detach().double())
+    lo, hi = torch.aminmax(plain_tensor(values.detach()).double())
+    check_values(torch.stack([lo, hi]), 'finite non-negative', name)
 
+
+@verdict_rule('finite non-negative')
+def _finite_non_negative_verdict(name: str):
     def verdict(v):
         if v[0] >= 0 and v[1] < math.inf:  # NaN fails both
             return None
         return f'{name} must be finite and >= 0, got min {v[0]:g}, max {v[1]:g}'
-    check_values(torch.stack([lo, hi]), verdict)
+    return verdict
 
 
 def check_weight_tensor(weight, name: str = 'weight') -> Tensor:

@@ -20,27 +20,36 @@ iteration), after the loss of the bad call has been computed; a process that end
 verdict pending logs it at exit (:func:`flush_value_checks` raises it earlier). Bad *labels*
 never index memory in this package (masks are built by comparison, not ``one_hot`` or
 ``scatter``), so a late report is the worst that happens.
+
+Inside ``torch.compile`` a check is one opaque operator of the graph (``focal_plugin::
+check_values``, rule named by kind and string arguments): no graph break, and it runs when the
+graph runs, immediate or deferred by the mode. Inside ``torch.func`` transforms the values are
+read from the plain tensor under the transform's wrappers (under ``vmap``: every sample).
 """
 from __future__ import annotations
 
 import atexit
 import logging
 from collections import deque
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
 
 from .settings import EnvChoice
 
-__all__ = ['MODES', 'check_values', 'flush_value_checks', 'set_value_check_mode',
-           'get_value_check_mode', 'is_deferred']
+__all__ = ['MODES', 'check_values', 'verdict_rule', 'flush_value_checks',
+           'set_value_check_mode', 'get_value_check_mode', 'is_deferred', 'plain_tensor']
 
 MODES = ('auto', 'immediate', 'deferred')
 MAX_PENDING = 256  # a bound on memory only: the GPU is never that many loss calls behind
 
 _logger = logging.getLogger(__name__)
 Verdict = Callable[[List[float]], Optional[str]]
+# kind -> factory(*args: str) -> Verdict; a check names its rule by kind and string arguments
+# (not a closure), so that a compiled graph can carry it as constants (see _check_in_graph)
+VERDICTS: Dict[str, Callable[..., Verdict]] = {}
+_SEP = '\x1f'
 _mode = EnvChoice('FOCAL_PLUGIN_VALUE_CHECKS', MODES, 'auto', 'mode')
 _pending: deque = deque()  # (host copy, event or None, verdict)
 
@@ -55,9 +64,33 @@ def get_value_check_mode() -> str:
 
 
 def is_deferred(tensor: Tensor) -> bool:
-    """Whether a check of ``tensor`` is deferred (the caller then cannot branch on values)."""
+    """Whether a check of ``tensor`` is deferred, or traced into a compiled graph (either way
+    the caller cannot branch on the values)."""
+    if torch.compiler.is_compiling():
+        return True
     mode = get_value_check_mode()
     return mode == 'deferred' or (mode == 'auto' and tensor.device.type == 'cuda')
+
+
+def verdict_rule(kind: str):
+    """Register ``factory(*args: str) -> verdict`` as the rule ``kind`` of :func:`check_values`
+    (a verdict maps the statistics' values to an error message, or None when they are fine)."""
+    def register(factory):
+        VERDICTS[kind] = factory
+        return factory
+    return register
+
+
+def plain_tensor(tensor: Tensor) -> Tensor:
+    """``tensor`` itself, or, inside ``torch.func`` transforms, the plain tensor under their
+    wrappers: under ``vmap`` that holds every sample of the batch, which is what a check of
+    values must see (a batched tensor cannot be read on the host at all)."""
+    if torch.compiler.is_compiling():  # (the compiler handles transforms itself)
+        return tensor
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(tensor):
+        tensor = functorch.get_unwrapped(tensor)
+    return tensor
 
 
 def _raise(verdict: Verdict, values: List[float], deferred: bool) -> None:
@@ -81,12 +114,23 @@ def _judge_arrived() -> None:
         _raise(verdict, host.tolist(), True)
 
 
-def check_values(stats: Tensor, verdict: Verdict) -> Optional[List[float]]:
+def check_values(stats: Tensor, kind: str, *args: str) -> Optional[List[float]]:
     """Judge ``stats`` (a small 1-D tensor reduced from the checked tensor, on its device) with
-    ``verdict`` (their values as a list -> an error message, or None when they are fine):
-    now, or once they have reached the host (see the module docstring). Either way the
-    verdicts of earlier deferred checks that have arrived are judged first. Returns the values
-    when the check was immediate (the caller may use them), None when it is deferred."""
+    the rule ``kind`` (:func:`verdict_rule`) made from ``args``: now, or once they have reached
+    the host (see the module docstring). Either way the verdicts of earlier deferred checks
+    that have arrived are judged first. Returns the values when the check was immediate (the
+    caller may use them), None when it is deferred or traced into a compiled graph.
+
+    Inside ``torch.compile`` the check is one opaque operator of the graph
+    (:func:`_check_in_graph`): no graph break (``fullgraph=True`` works), and at run time it
+    does what an eager call does, immediate or deferred by the mode."""
+    if torch.compiler.is_compiling():
+        _check_in_graph(stats.detach(), _SINK, kind, _SEP.join(args))
+        return None
+    return _check(stats, VERDICTS[kind](*args))
+
+
+def _check(stats: Tensor, verdict: Verdict) -> Optional[List[float]]:
     _judge_arrived()
     if not is_deferred(stats):
         values = stats.tolist()
@@ -107,6 +151,22 @@ def check_values(stats: Tensor, verdict: Verdict) -> Optional[List[float]]:
         if oldest is not None:
             oldest.synchronize()
         _judge_arrived()
+    return None
+
+
+# What the in-graph check "mutates": a compiler drops an operator whose results nobody uses
+# unless it mutates an input; this one-element tensor is that input (never read).
+_SINK = torch.zeros(1)
+
+
+@torch.library.custom_op('focal_plugin::check_values', mutates_args=('sink',))
+def _check_in_graph(stats: Tensor, sink: Tensor, kind: str, args: str) -> None:
+    """:func:`check_values` as an operator a compiled graph calls at run time."""
+    _check(stats, VERDICTS[kind](*(args.split(_SEP) if args else ())))
+
+
+@_check_in_graph.register_fake
+def _(stats: Tensor, sink: Tensor, kind: str, args: str) -> None:
     return None
 
 

@@ -53,17 +53,41 @@ def set_common_arguments(module, reduction: str, loss_weight: float, stabilizer:
 
 
 def _match_weight(weight: Tensor, loss: Tensor) -> Tensor:
-    """mmdet's accepted weight shapes: the loss's own, one per sample ``(N,)`` (broadcast
-    over the remaining dims), or the loss flattened ``(N * C,)``."""
-    if weight.shape == loss.shape:
+    """``weight`` as a tensor that multiplies ``loss`` element by element, in the shapes mmdet
+    accepts wherever their meaning is unambiguous:
+
+    - the loss's own shape; one element of any shape (a scalar);
+    - one weight per sample: ``(N,)``, or ``(N, 1, ...)`` (mmdet's ``FocalLoss`` views a
+      weight whose first dimension is N as ``(N, 1)``);
+    - the loss flattened in its own order, ``(N * C,)``, ``(N * C, 1)`` or ``(1, N * C)``
+      (mmdet's flattened per-anchor-per-class weight, FSAF);
+    - any shape of the loss's rank that broadcasts to it without growing it, e.g. ``(N, 1)``
+      or ``(1, C)`` (``VarifocalLoss`` multiplies with broadcasting).
+
+    Anything else is a ValueError naming ``weight``: in particular a weight with the loss's
+    number of elements in another layout, e.g. ``(C, N)``, is not reshaped (mmdet's
+    ``FocalLoss`` views it as ``(N, C)``, which puts every weight of a transposed weight on
+    the wrong element), and a ``(C,)`` weight is not broadcast per class (its meaning would
+    flip to per sample in a batch where N == C): pass ``(1, C)``."""
+    shape = loss.shape
+    if weight.shape == shape:
         return weight
-    if weight.ndim == 1 and loss.ndim >= 1 and weight.numel() == loss.shape[0]:
-        return weight.view((-1,) + (1,) * (loss.ndim - 1))
-    if weight.numel() == loss.numel():
-        return weight.reshape(loss.shape)
-    raise ValueError(f'weight of shape {tuple(weight.shape)} does not fit a loss of shape '
-                     f'{tuple(loss.shape)}: expected {tuple(loss.shape)}, '
-                     f'({loss.shape[0] if loss.ndim else 1},) or ({loss.numel()},)')
+    if weight.numel() == 1:
+        return weight.reshape(())
+    if loss.ndim >= 1 and weight.ndim >= 1 and weight.shape[0] == shape[0] == weight.numel():
+        return weight.reshape((-1,) + (1,) * (loss.ndim - 1))
+    if weight.numel() == loss.numel() and sum(d != 1 for d in weight.shape) == 1:
+        return weight.reshape(shape)
+    if weight.ndim == loss.ndim and all(w in (1, s) for w, s in zip(weight.shape, shape)):
+        return weight
+    n = shape[0] if loss.ndim else 1
+    ones = ', 1' * (loss.ndim - 1)
+    example = f' such as (1, {", ".join(str(s) for s in shape[1:])})' if loss.ndim > 1 else ''
+    raise DropInError(  # (mmdet asserts, or fails to broadcast)
+        f'weight of shape {tuple(weight.shape)} does not fit a loss of shape {tuple(shape)}: '
+        f'expected {tuple(shape)}, one per sample ({n},) or ({n}{ones}), the loss flattened '
+        f'({loss.numel()},), or a shape of rank {loss.ndim} that broadcasts to it{example} '
+        f'(a weight with as many elements in another layout is not reshaped: transpose it)')
 
 
 def weight_reduce_loss(loss: Tensor, weight: Optional[Tensor] = None, reduction: str = 'mean',

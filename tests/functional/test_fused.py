@@ -160,16 +160,24 @@ def test_backend_dispatch():
         assert fused.fused_kernel(x, soft) is KERNELS['soft_loss_and_grad']
         assert fused.fused_kernel(x.detach(), hard) is KERNELS['hard_loss']
         assert fused.fused_kernel(x.half(), hard) is None  # the caller upcasts first
-        assert fused.fused_kernel(x, soft.requires_grad_(True)) is None
+        soft_with_grad = soft.clone().requires_grad_(True)
+        assert fused.fused_kernel(x, soft_with_grad) is KERNELS['soft_loss_and_grads']
         fused.set_fused_backend('off')
         assert fused.fused_kernel(x, hard) is None
+        # targets that need a gradient: the closed form serves them on every backend (the
+        # reference's gradient to an exact 0/1 target is 0 * inf)
+        assert fused.fused_kernel(x, soft_with_grad) is KERNELS['soft_loss_and_grads']
+        with torch.no_grad():
+            assert fused.fused_kernel(x, soft_with_grad) is None
     finally:
         fused.set_fused_backend(before)
 
 
-def test_grad_through_targets_uses_the_reference():
+def test_grad_through_targets_is_finite_at_exact_0_and_1():
     x = torch.randn(10, requires_grad=True)
-    t = torch.rand(10, requires_grad=True)
+    t = torch.rand(10)
+    t[:3], t[3:6] = 0.0, 1.0
+    t.requires_grad_(True)
     loss = sigmoid_focal_loss(x, t, gamma=0.5, reduction='sum')
     gx, gt = torch.autograd.grad(loss, (x, t))
     assert torch.isfinite(gx).all() and torch.isfinite(gt).all() and gt.abs().sum() > 0

@@ -79,3 +79,44 @@ def test_softmax_focal_gradient(gamma, alpha):
         for k in range(len(logits)):
             order = tuple(1 if j == k else 0 for j in range(len(logits)))
             assert close(grads[k], mp.diff(loss, point, order)), (logits, label, k)
+
+
+# ---- derivatives with respect to the target: one-sided at t = 0 and t = 1 ----
+
+def _target_diff(loss, t):
+    """mpmath's derivative in t, one-sided at the ends of [0, 1] (log(t) is undefined past
+    them)."""
+    direction = 1 if t == 0 else -1 if t == 1 else 0
+    return mp.diff(loss, mp.mpf(t), direction=direction)
+
+
+@pytest.mark.parametrize('gamma', [0.01, 0.5, 2.0])
+@pytest.mark.parametrize('alpha', [None, 0.25])
+def test_focal_target_derivative(gamma, alpha):
+    for x, t in itertools.product(LOGITS, [0.0, 1.0, 0.3]):
+        def loss(s, x=x):
+            p = sigma(mp.mpf(x))
+            a = 1 if alpha is None else alpha * s + (1 - alpha) * (1 - s)
+            return a * (1 - (p * s + (1 - p) * (1 - s))) ** gamma * bce(x, s)
+        assert close(ref.focal_target_grad(x, t, gamma, alpha), _target_diff(loss, t)), (x, t)
+
+
+@pytest.mark.parametrize('beta', [0.5, 2.0])
+def test_quality_target_derivative(beta):
+    for x, y in itertools.product(LOGITS, [0.0, 0.3, 0.9, 1.0]):
+        def loss(s, x=x):
+            return bce(mp.mpf(x), s) * abs(s - sigma(mp.mpf(x))) ** beta
+        assert close(ref.quality_target_grad(x, y, beta), _target_diff(loss, y)), (x, y)
+
+
+@pytest.mark.parametrize('gamma', [0.5, 2.0])
+@pytest.mark.parametrize('iou_weighted', [True, False])
+def test_varifocal_target_derivative(gamma, iou_weighted):
+    for x, t in itertools.product(LOGITS, [0.0, 0.3, 1.0]):
+        def loss(s, x=x, positive=t > 0):  # the branch that holds at t, continued
+            x = mp.mpf(x)
+            if positive:
+                return (s if iou_weighted else 1) * bce(x, s)
+            return 0.75 * abs(sigma(x) - s) ** gamma * bce(x, s)
+        got = ref.varifocal_target_grad(x, t, 0.75, gamma, iou_weighted)
+        assert close(got, _target_diff(loss, t)), (x, t)

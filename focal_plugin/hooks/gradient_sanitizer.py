@@ -15,6 +15,7 @@ checkpoint guard (:mod:`.checkpoint_guard`); this file connects them to MMEngine
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os.path as osp
 from typing import Any
@@ -40,9 +41,11 @@ from .events import (
 from .finite_check import any_nonfinite, floating_tensors, zero_nonfinite_
 from .interception import (
     InstancePatches,
+    eager_only,
     end_training_now,
     epoch_running,
     make_epoch_interruptible,
+    no_validation_after_stop,
     optim_wrappers,
     skip_batches_on_resume,
     unwrap_model,
@@ -136,7 +139,8 @@ class GradientSanitizerHook(Hook):
     def _reset_run_state(self) -> None:
         self._runner = None
         self._rank, self._world_size = 0, 1
-        self._param_names: dict[int, str] = {}
+        self._at = (0, 1)  # (iter, epoch), 1-based, of the iteration that started last
+        self._epoch_iterating = False  # inside an epoch's iterations (not its end hooks)
         self._inf_allowed: frozenset = frozenset()  # state tensors with +-inf before training
         self._wrapper_names: list[str] = []
         self._buffers: BufferSnapshot | None = None
@@ -173,23 +177,26 @@ class GradientSanitizerHook(Hook):
             self.load_state_dict(self._resumed_state)
         self._resumed_state = None
         model = unwrap_model(runner)
-        self._param_names = {id(p): name for name, p in model.named_parameters()}
+        self._at = (runner.iter, runner.epoch + 1)
         self._inf_allowed = infinite_before_training(self._model_state())
         if self.rule.policy is not Policy.WARN:
             self._buffers = BufferSnapshot(model)
         wrappers = optim_wrappers(runner)
-        for name, wrapper in wrappers:
+        for name, wrapper in wrappers:  # eager even inside a compiled train_step
             self._patches.replace(wrapper, 'step', lambda original, n=name, w=wrapper:
-                                  self._audited_step(n, w, original))
-            self._patches.replace(wrapper, 'update_params',
-                                  lambda original, n=name: self._loss_capturing(n, original))
+                                  eager_only(self._audited_step(n, w, original)))
+            self._patches.replace(wrapper, 'update_params', lambda original, n=name:
+                                  eager_only(self._loss_capturing(n, original)))
         self._wrapper_names = [name for name, _ in wrappers]
         self._interruptible = make_epoch_interruptible(runner.train_loop, self._patches)
         if self.options.protect_checkpoints:
             guard = CheckpointGuard(lambda r: self._model_state(), agreed_nonfinite,
-                                    self._refuse_checkpoint, self._checkpoint_saved)
+                                    self._refuse_checkpoint, self._checkpoint_saved,
+                                    self._state_without_open_update)
             guard.install(runner.hooks, self._patches)
         self._reporter = self._open_report(runner, resumed)
+        no_validation_after_stop(runner, self._patches, lambda: self.rule.stop_decided,
+                                 self._reporter.log)
         if self._resume_at and self._interruptible:
             skip_batches_on_resume(runner.train_loop, *self._resume_at, self._patches,
                                    self._reporter.log)
@@ -214,8 +221,15 @@ class GradientSanitizerHook(Hook):
             report.load_events(path)  # the events of the interrupted run stay in the report
         return Reporter(report, self._rank, opts.max_listed)
 
+    def before_train_epoch(self, runner) -> None:
+        self._epoch_iterating = True
+
+    def after_train_epoch(self, runner) -> None:
+        self._epoch_iterating = False  # a stop decided from now on completes this epoch
+
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         self._stepped = self._audited = False
+        self._at = (runner.iter + 1, runner.epoch + 1)
         if not self._window and self._buffers is not None:
             self._buffers.take()  # state before this update's first forward pass
         # Due: every step of an audit iteration (a wrapper may step several times in one:
@@ -257,7 +271,7 @@ class GradientSanitizerHook(Hook):
         checked here (see :mod:`.checkpoint_guard`)."""
         checkpoint[CHECKPOINT_KEY] = self.state_dict()
         if self.options.protect_checkpoints:
-            check_checkpoint(checkpoint, runner.iter + 1, self.last_good_checkpoint,
+            check_checkpoint(checkpoint, self._at[0], self.last_good_checkpoint,
                              self.options.max_listed, self._inf_allowed)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -288,13 +302,37 @@ class GradientSanitizerHook(Hook):
             params = [p for group in wrapper.optimizer.param_groups for p in group['params']
                       if p.grad is not None]
             grads = floating_tensors(p.grad for p in params)
+            # the buffers this update's forward passes changed, checked in the same pass
+            buffers = self._changeable_buffers()
             # the one host sync of a normal audit (one tiny all-reduce with several ranks)
-            grads_bad, loss_bad = agree_any_flags(any_nonfinite([grads, losses]))
-            if not (grads_bad or loss_bad):
-                return original(*args, **kwargs)
-            apply = self._on_nonfinite(name, wrapper, params, losses, grads_bad, loss_bad)
-            return original(*args, **kwargs) if apply else None
+            grads_bad, loss_bad, buffers_bad = agree_any_flags(any_nonfinite(
+                [grads, losses, floating_tensors(b for _, b in buffers)]))
+            if grads_bad or loss_bad:
+                apply = self._on_nonfinite(name, wrapper, params, losses, grads_bad, loss_bad)
+                return original(*args, **kwargs) if apply else None
+            if buffers_bad:
+                self._on_nonfinite_buffers(name, buffers)
+            return original(*args, **kwargs)
         return step
+
+    def _changeable_buffers(self) -> list[tuple[str, Tensor]]:
+        """The buffers of the snapshot (none under ``warn``), less those whose +-inf were
+        there before training (the checkpoint guard still checks them for NaN)."""
+        if self._buffers is None:
+            return []
+        return [(n, b) for n, b in self._buffers.live_copied() if n not in self._inf_allowed]
+
+    def _on_nonfinite_buffers(self, name: str, buffers: list[tuple[str, Tensor]]) -> None:
+        """Finite gradients and loss, non-finite buffers: no gradient explains them (a finite
+        but huge input sent BatchNorm's variance to inf). The snapshot of before this update's
+        forward passes is put back and the (finite) update is applied."""
+        action = self.rule.on_nonfinite_buffers()
+        draft = state_draft(EventKind.BUFFER, float_state(dict(buffers)), action, *self._at,
+                            self.last_good_checkpoint)
+        draft['optim_wrapper'] = name
+        if action is Action.RESTORED:
+            draft['restored_buffers'] = self._buffers.restore(only_nonfinite=True)
+        self._drafts.append(draft)
 
     def _on_nonfinite(self, name, wrapper, params, losses, grads_bad, loss_bad) -> bool:
         """Carry out the policy's decision; returns whether the update is applied."""
@@ -303,15 +341,17 @@ class GradientSanitizerHook(Hook):
         decision = self.rule.on_nonfinite_update(grads_bad, loss_bad, scaler is not None)
         if decision.action is None:  # the GradScaler skips it and lowers the scale
             self._reporter.overflow(dict(
-                iter=self._runner.iter + 1, epoch=self._runner.epoch + 1, optim_wrapper=name,
+                iter=self._at[0], epoch=self._at[1], optim_wrapper=name,
                 loss_scale=float(scaler.get_scale()), consecutive=self.rule.consecutive_overflow),
                 self.counters, self.rule.max_consecutive_overflow)
             return True
-        named_grads = named_gradients(params, self._param_names, name)
+        # names looked up now: parameters added during training (a new param group) too
+        names = {id(p): n for n, p in unwrap_model(self._runner).named_parameters()}
+        named_grads = named_gradients(params, names, name)
         kind = EventKind.GRADIENT if grads_bad else EventKind.LOSS
         draft = update_draft(kind, name, named_grads, losses,
                              float(scaler.get_scale()) if scaler is not None else None,
-                             self._runner.iter + 1, self._runner.epoch + 1)
+                             *self._at)
         draft.update(reason=decision.reason, action=decision.action.value,
                      escalated=decision.escalated)
         self._drafts.append(draft)
@@ -356,18 +396,35 @@ class GradientSanitizerHook(Hook):
         if not agreed_nonfinite(state):
             return False
         action = self.rule.on_corrupt_state()
-        self._drafts.append(state_draft(EventKind.PARAMETER, state, action,
-                                        self._runner, self.last_good_checkpoint))
+        self._drafts.append(state_draft(EventKind.PARAMETER, state, action, *self._at,
+                                        self.last_good_checkpoint))
         self._publish()
         return True
 
-    def _checkpoint_saved(self, runner) -> None:
+    def _state_without_open_update(self):
+        """While an update is open (an accumulation window before its step: the weights are
+        those of the snapshot's time), the buffers of before its forward passes; the state a
+        checkpoint due now may hold instead of a non-finite live one (see
+        :mod:`.checkpoint_guard`)."""
+        if self._window and self._buffers is not None:
+            return self._buffers.standing_in()
+        return contextlib.nullcontext([])
+
+    def _checkpoint_saved(self, runner, replaced: list) -> None:
         self.last_good_checkpoint = runner.message_hub.get_info('last_ckpt',
                                                                 self.last_good_checkpoint)
+        if replaced:
+            first = self._window.records[0]['iter'] + 1
+            self._reporter.log(
+                f'the checkpoint at iter {self._at[0]} ({self.last_good_checkpoint}) holds the '
+                f'buffers of before the open update (iterations {first}-{self._at[0]} so far): '
+                f'its forward passes made {len(replaced)} buffer(s) non-finite, e.g. '
+                f'{replaced[0]}; the update itself is audited when its window ends',
+                logging.WARNING)
 
     def _refuse_checkpoint(self, runner, named: list[tuple[str, Tensor]]) -> None:
         follow_up = self.rule.on_refused_checkpoint()
-        self._drafts.append(state_draft(EventKind.CHECKPOINT, named, follow_up, runner,
+        self._drafts.append(state_draft(EventKind.CHECKPOINT, named, follow_up, *self._at,
                                         self.last_good_checkpoint))
         self._publish()
         self._reporter.push_counters(runner.message_hub, self.counters)
@@ -376,11 +433,12 @@ class GradientSanitizerHook(Hook):
             self._raise()
         if follow_up is Action.STOPPED:
             self._write_report(status=RunStatus.STOPPED.value)
-            # at once inside an epoch (a save in after_train_iter); after_val_epoch is
-            # outside run_epoch, where setting the flag is all there is to do
+            # at once inside an epoch's iterations (a save in after_train_iter); at the end of
+            # an epoch (after_train_epoch) the epoch completes, and outside run_epoch
+            # (after_val_epoch) setting the flag is all there is to do
             end_training_now(runner.train_loop,
-                             self._interruptible and epoch_running(runner.train_loop),
-                             self._reporter.log)
+                             self._interruptible and self._epoch_iterating
+                             and epoch_running(runner.train_loop), self._reporter.log)
 
     # ------------------------------------------------------------ terminal actions
     def _raise(self) -> None:
@@ -388,13 +446,14 @@ class GradientSanitizerHook(Hook):
         raise self._reporter.error(self.counters, self.policy)
 
     def _stop(self, runner, batch_idx: int) -> None:
-        log, at = self._reporter.log, f'stopping training at iter {runner.iter + 1}'
+        log, at = self._reporter.log, f'stopping training at iter {self._at[0]}'
         if self._interruptible:  # a resume continues after this batch, not at epoch start
             self._resume_at = (runner.epoch, batch_idx + 1)
         # Dropped updates keep the weights good, but NaN can also get in without an update
         # (a corrupt checkpoint, a buggy hook): check, once, before calling them good.
         if not agreed_nonfinite(self._model_state()):
-            saved = self.last_good_checkpoint = save_last_good_state(runner, self._rank)
+            saved = self.last_good_checkpoint = save_last_good_state(runner, self._rank,
+                                                                     self._at[0])
             log(f'{at}: the last good state (the offending update was not applied) is saved '
                 f'to {saved}', logging.ERROR)
         else:

@@ -17,6 +17,7 @@ MESSAGE_HUB_KEYS = {
     'events': 'train/nonfinite_events', 'skipped': 'train/nonfinite_skipped',
     'sanitized': 'train/nonfinite_sanitized', 'warned': 'train/nonfinite_warned',
     'amp_overflow': 'train/amp_overflow', 'refused_checkpoints': 'train/refused_checkpoints',
+    'restored': 'train/nonfinite_restored',
 }
 
 

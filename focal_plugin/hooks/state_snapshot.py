@@ -13,26 +13,37 @@ tensor costs a few microseconds, so this keeps the per-update cost near zero for
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import Tensor, nn
+
+from .finite_check import real_view
 
 __all__ = ['BufferSnapshot']
 
 
+def _persistent_buffers(model: nn.Module):
+    """(module, its buffer's name, qualified name) of every persistent buffer, in model order."""
+    for module_name, module in model.named_modules():
+        non_persistent = getattr(module, '_non_persistent_buffers_set', set())
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and name not in non_persistent:
+                yield module, name, f'{module_name}.{name}' if module_name else name
+
+
 class BufferSnapshot:
-    """Copies of the changeable buffers of ``model``, refreshed by :meth:`take`."""
+    """Copies of the changeable buffers of ``model``, refreshed by :meth:`take`.
+
+    The modules and their buffers are looked up at each :meth:`take`, not once: a model may
+    grow during training (a head attached, a module unfrozen), and a module may replace a
+    buffer by assignment (``self.buf = new``); the live ones are the ones to copy and restore.
+    """
 
     def __init__(self, model: nn.Module):
-        # (module, its buffer's name, qualified name) for every persistent buffer, in model
-        # order; the tensor itself is looked up at each use: a module may replace a buffer by
-        # assignment (``self.buf = new``), and the live one is the one to copy and restore
+        self._model = model
         self._entries: list[tuple[nn.Module, str, str]] = []
-        for module_name, module in model.named_modules():
-            non_persistent = getattr(module, '_non_persistent_buffers_set', set())
-            for name, buffer in module.named_buffers(recurse=False):
-                if buffer is not None and name not in non_persistent:
-                    full = f'{module_name}.{name}' if module_name else name
-                    self._entries.append((module, name, full))
         self._copies: dict[str, Tensor] = {}
 
     def _live(self):
@@ -42,8 +53,14 @@ class BufferSnapshot:
             if isinstance(buffer, Tensor):
                 yield module, full, buffer
 
+    def live_copied(self) -> list[tuple[str, Tensor]]:
+        """(name, live buffer) for every buffer the snapshot holds a copy of: the buffers a
+        forward pass of this update can have changed."""
+        return [(name, buffer) for _, name, buffer in self._live() if name in self._copies]
+
     def take(self) -> None:
         """Copy the buffers of the modules that are in training mode right now."""
+        self._entries = list(_persistent_buffers(self._model))
         names, sources = [], []
         for module, name, buffer in self._live():
             if module.training:
@@ -72,14 +89,38 @@ class BufferSnapshot:
                 copy = self._copies.get(name)
                 if copy is None:
                     continue
-                if only_nonfinite and (not buffer.is_floating_point()
-                                       or bool(torch.isfinite(buffer).all())):
+                view = real_view(buffer)
+                if only_nonfinite and (view is None or bool(torch.isfinite(view).all())):
                     continue
                 if buffer.shape != copy.shape or not torch.equal(buffer, copy):
                     changed.append(name)
-                    if buffer.shape == copy.shape:
-                        buffer.copy_(copy)
-                    else:  # replaced by a tensor of another shape: put the copy back
-                        module = next(m for m, _, full in self._entries if full == name)
-                        setattr(module, name.rsplit('.', 1)[-1], copy.clone())
+                    self._put(name, buffer, copy)
         return changed
+
+    @contextlib.contextmanager
+    def standing_in(self) -> Iterator[list[str]]:
+        """Within the block, every buffer holds its snapshot value (the state of before this
+        update's forward passes); afterwards the live values come back. Yields the names of
+        the buffers that differed."""
+        swapped = []
+        with torch.no_grad():
+            for _, name, buffer in self._live():
+                copy = self._copies.get(name)
+                if copy is not None and (buffer.shape != copy.shape
+                                         or not torch.equal(buffer, copy)):
+                    swapped.append((name, buffer.detach().clone()))
+                    self._put(name, buffer, copy)
+        try:
+            yield [name for name, _ in swapped]
+        finally:
+            with torch.no_grad():
+                live = dict((name, buffer) for _, name, buffer in self._live())
+                for name, value in swapped:
+                    self._put(name, live[name], value)
+
+    def _put(self, name: str, buffer: Tensor, value: Tensor) -> None:
+        if buffer.shape == value.shape:
+            buffer.copy_(value)
+        else:  # replaced by a tensor of another shape: put a tensor of the value's shape back
+            module = next(m for m, _, full in self._entries if full == name)
+            setattr(module, name.rsplit('.', 1)[-1], value.clone())

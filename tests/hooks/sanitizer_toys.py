@@ -13,6 +13,7 @@ import uuid
 
 import torch
 import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
@@ -75,6 +76,84 @@ class ToyModel(BaseModel):
             losses['loss_detached'] = torch.tensor(NAN)
         losses['acc'] = torch.tensor(NAN)  # not a loss term (no 'loss' in its name): ignored
         return losses
+
+
+class SpectralToyModel(ToyModel):
+    """ToyModel with a complex64 parameter: a spectral filter applied after ``rfft`` (the
+    complex parameters of FNO-style layers and learned frequency filters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.spectral = nn.Parameter(torch.ones(3, dtype=torch.complex64))
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        filtered = torch.fft.irfft(torch.fft.rfft(x.float(), dim=1) * self.spectral, n=4, dim=1)
+        return super().forward(filtered.to(x.dtype), data_samples, mode)
+
+
+class GrowingToyModel(ToyModel):
+    """ToyModel whose training may attach a second head (with BatchNorm) mid-run, as
+    progressive unfreezing or a head added by a hook does."""
+
+    def __init__(self):
+        super().__init__()
+        self.extra = None
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        if self.extra is None:
+            return super().forward(inputs, data_samples, mode)
+        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        features = self.neck(self.backbone(x))
+        out = self.head(features) + self.extra(features)
+        if mode != 'loss':
+            return out
+        target = torch.stack(list(data_samples['target']))
+        return dict(loss_reg=F.mse_loss(out.float(), target.float()))
+
+
+class AttachHeadHook(Hook):
+    """Attaches ``GrowingToyModel.extra`` before iteration ``at`` (0-based) and adds its
+    parameters to the optimizer as a new param group."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter != self.at:
+            return
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        torch.manual_seed(1)
+        model.extra = nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                                    nn.Linear(8, 1))
+        runner.optim_wrapper.optimizer.add_param_group(
+            dict(params=list(model.extra.parameters())))
+
+
+class ToyMSE(BaseMetric):
+    """Validation metric of the toy regression (a real MMEngine metric, for val loops)."""
+
+    def process(self, data_batch, data_samples) -> None:
+        target = torch.stack(list(data_batch['data_samples']['target']))
+        out = torch.stack([torch.as_tensor(s) for s in data_samples]).float()
+        self.results.append(float(((out - target) ** 2).mean()))
+
+    def compute_metrics(self, results) -> dict:
+        return dict(mse=sum(results) / len(results))
+
+
+class ValRecordHook(Hook):
+    """The epoch/iteration counters and metrics of every validation (lowest priority)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.validations: list[dict] = []
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.validations.append(dict(epoch=runner.epoch, iter=runner.iter, metrics=metrics))
 
 
 class FaultInjectionHook(Hook):
@@ -189,6 +268,7 @@ def make_runner(work_dir: str,
                 dataset_size: int = 64,
                 dataset: Dataset | None = None,
                 checkpoint_by_epoch: bool | None = None,
+                val: bool = False,
                 **runner_kwargs) -> Runner:
     """A real Runner around the toy model; ``hook`` is the GradientSanitizerHook config."""
     model = model if model is not None else build_model()
@@ -196,6 +276,13 @@ def make_runner(work_dir: str,
     train_cfg = (dict(by_epoch=True, max_epochs=max_epochs) if by_epoch else
                  dict(by_epoch=False, max_iters=max_iters))
     custom_hooks = ([hook] if hook is not None else []) + list(extra_hooks)
+    if val:  # validate after every epoch / every checkpoint_interval iterations
+        runner_kwargs.update(
+            val_dataloader=dict(dataset=ToyDataset(8, seed=1),
+                                sampler=dict(type='DefaultSampler', shuffle=False),
+                                batch_size=4, num_workers=0),
+            val_evaluator=[ToyMSE()], val_cfg=dict())
+        train_cfg['val_interval'] = 1 if by_epoch else checkpoint_interval
     return Runner(
         model=model,
         work_dir=work_dir,
@@ -230,7 +317,8 @@ def model_state(runner: Runner) -> dict:
 
 
 def all_finite(state: dict) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+    return all(bool(torch.isfinite(v).all()) for v in state.values()
+               if v.is_floating_point() or v.is_complex())
 
 
 def checkpoints(work_dir: str) -> list[str]:

@@ -179,8 +179,8 @@ class GradientSanitizerHook(Hook):
         model = unwrap_model(runner)
         self._at = (runner.iter, runner.epoch + 1)
         self._inf_allowed = infinite_before_training(self._model_state())
-        if self.rule.policy is not Policy.WARN:
-            self._buffers = BufferSnapshot(model)
+        # warn restores nothing: it only needs to know which buffers to check
+        self._buffers = BufferSnapshot(model, keep_copies=self.rule.policy is not Policy.WARN)
         wrappers = optim_wrappers(runner)
         for name, wrapper in wrappers:  # eager even inside a compiled train_step
             self._patches.replace(wrapper, 'step', lambda original, n=name, w=wrapper:
@@ -230,7 +230,7 @@ class GradientSanitizerHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         self._stepped = self._audited = False
         self._at = (runner.iter + 1, runner.epoch + 1)
-        if not self._window and self._buffers is not None:
+        if not self._window:
             self._buffers.take()  # state before this update's first forward pass
         # Due: every step of an audit iteration (a wrapper may step several times in one:
         # k discriminator updates, a batch in chunks), and a wrapper's first step after one
@@ -316,11 +316,9 @@ class GradientSanitizerHook(Hook):
         return step
 
     def _changeable_buffers(self) -> list[tuple[str, Tensor]]:
-        """The buffers of the snapshot (none under ``warn``), less those whose +-inf were
+        """The buffers this update's forward passes can change, less those whose +-inf were
         there before training (the checkpoint guard still checks them for NaN)."""
-        if self._buffers is None:
-            return []
-        return [(n, b) for n, b in self._buffers.live_copied() if n not in self._inf_allowed]
+        return [(n, b) for n, b in self._buffers.changeable() if n not in self._inf_allowed]
 
     def _on_nonfinite_buffers(self, name: str, buffers: list[tuple[str, Tensor]]) -> None:
         """Finite gradients and loss, non-finite buffers: no gradient explains them (a finite
@@ -330,8 +328,9 @@ class GradientSanitizerHook(Hook):
         draft = state_draft(EventKind.BUFFER, float_state(dict(buffers)), action, *self._at,
                             self.last_good_checkpoint)
         draft['optim_wrapper'] = name
-        if action is Action.RESTORED:
-            draft['restored_buffers'] = self._buffers.restore(only_nonfinite=True)
+        if action is Action.RESTORED:  # as for a skipped update: the window's statistics go
+            draft['restored_buffers'] = self._buffers.restore(
+                only_nonfinite=len(self._wrapper_names) > 1)
         self._drafts.append(draft)
 
     def _on_nonfinite(self, name, wrapper, params, losses, grads_bad, loss_bad) -> bool:

@@ -41,9 +41,11 @@ class BufferSnapshot:
     buffer by assignment (``self.buf = new``); the live ones are the ones to copy and restore.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, keep_copies: bool = True):
         self._model = model
+        self._keep_copies = keep_copies  # False: only track which buffers can change (warn)
         self._entries: list[tuple[nn.Module, str, str]] = []
+        self._changeable: frozenset = frozenset()
         self._copies: dict[str, Tensor] = {}
 
     def _live(self):
@@ -53,10 +55,10 @@ class BufferSnapshot:
             if isinstance(buffer, Tensor):
                 yield module, full, buffer
 
-    def live_copied(self) -> list[tuple[str, Tensor]]:
-        """(name, live buffer) for every buffer the snapshot holds a copy of: the buffers a
-        forward pass of this update can have changed."""
-        return [(name, buffer) for _, name, buffer in self._live() if name in self._copies]
+    def changeable(self) -> list[tuple[str, Tensor]]:
+        """(name, live buffer) for every buffer a forward pass of this update can have
+        changed (those of the modules in training mode at :meth:`take`)."""
+        return [(name, buffer) for _, name, buffer in self._live() if name in self._changeable]
 
     def take(self) -> None:
         """Copy the buffers of the modules that are in training mode right now."""
@@ -66,6 +68,9 @@ class BufferSnapshot:
             if module.training:
                 names.append(name)
                 sources.append(buffer)
+        self._changeable = frozenset(names)
+        if not self._keep_copies:
+            return
         if [n for n in self._copies] != names or any(  # training modules or shapes changed
                 c.shape != b.shape or c.dtype != b.dtype
                 for c, b in zip(self._copies.values(), sources)):

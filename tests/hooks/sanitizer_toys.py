@@ -161,9 +161,11 @@ class FaultInjectionHook(Hook):
 
     ``faults`` maps an iteration to one of: ``'grad_nan'``, ``'grad_inf'`` (into the gradient
     of ``param``), ``'loss_nan'``, ``'loss_inf'``, ``'loss_detached_nan'`` (into a loss term),
-    ``'param_nan'`` (into ``param`` itself, in ``before_train_iter``) or
+    ``'param_nan'`` (into ``param`` itself, in ``before_train_iter``),
     ``'param_nan_after_step'`` (in ``after_train_iter``, with a priority above the hook under
-    test). ``ranks`` restricts injection to some ranks.
+    test), ``'input_nan'`` or ``'input_huge'`` (the second sample of this iteration's batch
+    only: a NaN pixel, or the whole sample times 1e30, finite). ``ranks`` restricts injection
+    to some ranks.
     """
 
     priority = 'HIGH'
@@ -201,6 +203,13 @@ class FaultInjectionHook(Hook):
         elif fault == 'param_nan':
             with torch.no_grad():
                 self._target(runner).view(-1)[0] = NAN
+        elif fault in ('input_nan', 'input_huge'):
+            inputs = data_batch['inputs']  # a copy: the dataset's tensor stays clean
+            inputs[1] = inputs[1].clone()
+            if fault == 'input_nan':
+                inputs[1][0] = NAN
+            else:
+                inputs[1].mul_(1e30)
         self.injected.append((runner.iter, fault))
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):

@@ -15,9 +15,7 @@ checkpoint guard (:mod:`.checkpoint_guard`); this file connects them to MMEngine
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os.path as osp
 from typing import Any
 
 from mmengine.hooks import Hook
@@ -30,10 +28,8 @@ from .checkpoint_guard import CheckpointGuard, check_checkpoint, save_last_good_
 from .consensus import agree_any_flags, agreed_nonfinite, rank_and_world
 from .events import (
     UpdateWindow,
-    checked_state,
     finalize,
     float_state,
-    infinite_before_training,
     named_gradients,
     state_draft,
     update_draft,
@@ -51,11 +47,11 @@ from .interception import (
     unwrap_model,
 )
 from .localize import localize_window
+from .model_state import ModelState
 from .options import SanitizerOptions
 from .policy import Action, EventKind, Policy, RunStatus, SanitizerPolicy
 from .report import JsonReport, format_counters
-from .reporter import Reporter
-from .state_snapshot import BufferSnapshot
+from .reporter import Reporter, open_report
 
 __all__ = ['GradientSanitizerHook']
 
@@ -141,9 +137,8 @@ class GradientSanitizerHook(Hook):
         self._rank, self._world_size = 0, 1
         self._at = (0, 1)  # (iter, epoch), 1-based, of the iteration that started last
         self._epoch_iterating = False  # inside an epoch's iterations (not its end hooks)
-        self._inf_allowed: frozenset = frozenset()  # state tensors with +-inf before training
         self._wrapper_names: list[str] = []
-        self._buffers: BufferSnapshot | None = None
+        self._state: ModelState | None = None
         self._interruptible = False
         self._reporter = Reporter(JsonReport('', {}, 1, 1, enabled=False))
         self._window = UpdateWindow()  # the iterations since the last optimizer update
@@ -176,11 +171,9 @@ class GradientSanitizerHook(Hook):
         if resumed:
             self.load_state_dict(self._resumed_state)
         self._resumed_state = None
-        model = unwrap_model(runner)
         self._at = (runner.iter, runner.epoch + 1)
-        self._inf_allowed = infinite_before_training(self._model_state())
-        # warn restores nothing: it only needs to know which buffers to check
-        self._buffers = BufferSnapshot(model, keep_copies=self.rule.policy is not Policy.WARN)
+        self._state = ModelState(unwrap_model(runner),
+                                 keep_copies=self.rule.policy is not Policy.WARN)
         wrappers = optim_wrappers(runner)
         for name, wrapper in wrappers:  # eager even inside a compiled train_step
             self._patches.replace(wrapper, 'step', lambda original, n=name, w=wrapper:
@@ -190,11 +183,12 @@ class GradientSanitizerHook(Hook):
         self._wrapper_names = [name for name, _ in wrappers]
         self._interruptible = make_epoch_interruptible(runner.train_loop, self._patches)
         if self.options.protect_checkpoints:
-            guard = CheckpointGuard(lambda r: self._model_state(), agreed_nonfinite,
+            guard = CheckpointGuard(lambda r: self._state.tensors(), agreed_nonfinite,
                                     self._refuse_checkpoint, self._checkpoint_saved,
-                                    self._state_without_open_update)
+                                    lambda: self._state.without_open_update(bool(self._window)))
             guard.install(runner.hooks, self._patches)
-        self._reporter = self._open_report(runner, resumed)
+        self._reporter = open_report(runner.work_dir, self.options, self._rank,
+                                     self._world_size, resumed)
         no_validation_after_stop(runner, self._patches, lambda: self.rule.stop_decided,
                                  self._reporter.log)
         if self._resume_at and self._interruptible:
@@ -211,16 +205,6 @@ class GradientSanitizerHook(Hook):
             f'before clip_grad/step; {self.options.as_config()}'
             + (f'; resumed counters: {format_counters(self.counters)}' if resumed else ''))
 
-    def _open_report(self, runner, resumed: bool) -> Reporter:
-        opts = self.options
-        path = osp.join(runner.work_dir, opts.report_file) if opts.report_file else ''
-        report = JsonReport(path, opts.as_config(), self._world_size, opts.max_reported_events,
-                            enabled=bool(path) and self._rank == 0)
-        report.check_writable()
-        if resumed and path:
-            report.load_events(path)  # the events of the interrupted run stay in the report
-        return Reporter(report, self._rank, opts.max_listed)
-
     def before_train_epoch(self, runner) -> None:
         self._epoch_iterating = True
 
@@ -231,7 +215,7 @@ class GradientSanitizerHook(Hook):
         self._stepped = self._audited = False
         self._at = (runner.iter + 1, runner.epoch + 1)
         if not self._window:
-            self._buffers.take()  # state before this update's first forward pass
+            self._state.buffers.take()  # state before this update's first forward pass
         # Due: every step of an audit iteration (a wrapper may step several times in one:
         # k discriminator updates, a batch in chunks), and a wrapper's first step after one
         # (an accumulation window that ends later).
@@ -272,7 +256,8 @@ class GradientSanitizerHook(Hook):
         checkpoint[CHECKPOINT_KEY] = self.state_dict()
         if self.options.protect_checkpoints:
             check_checkpoint(checkpoint, self._at[0], self.last_good_checkpoint,
-                             self.options.max_listed, self._inf_allowed)
+                             self.options.max_listed,
+                             self._state.inf_allowed if self._state else frozenset())
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Applied in before_train, and only when resuming (runner.iter > 0 then): counters
@@ -293,8 +278,8 @@ class GradientSanitizerHook(Hook):
         def step(*args, **kwargs):
             self._stepped = True
             losses = self._losses.pop(name, [])
-            if self.rule.stop_decided:
-                return None  # a stop was decided earlier in this iteration
+            if self.rule.stop_decided or self.rule.pending is not None:
+                return None  # a stop or raise was decided earlier in this iteration
             if name not in self._audit_due and not self._audit_iteration:
                 return original(*args, **kwargs)
             self._audit_due.discard(name)
@@ -303,7 +288,7 @@ class GradientSanitizerHook(Hook):
                       if p.grad is not None]
             grads = floating_tensors(p.grad for p in params)
             # the buffers this update's forward passes changed, checked in the same pass
-            buffers = self._changeable_buffers()
+            buffers = self._state.changeable_buffers()
             # the one host sync of a normal audit (one tiny all-reduce with several ranks)
             grads_bad, loss_bad, buffers_bad = agree_any_flags(any_nonfinite(
                 [grads, losses, floating_tensors(b for _, b in buffers)]))
@@ -315,11 +300,6 @@ class GradientSanitizerHook(Hook):
             return original(*args, **kwargs)
         return step
 
-    def _changeable_buffers(self) -> list[tuple[str, Tensor]]:
-        """The buffers this update's forward passes can change, less those whose +-inf were
-        there before training (the checkpoint guard still checks them for NaN)."""
-        return [(n, b) for n, b in self._buffers.changeable() if n not in self._inf_allowed]
-
     def _on_nonfinite_buffers(self, name: str, buffers: list[tuple[str, Tensor]]) -> None:
         """Finite gradients and loss, non-finite buffers: no gradient explains them (a finite
         but huge input sent BatchNorm's variance to inf). The snapshot of before this update's
@@ -329,7 +309,7 @@ class GradientSanitizerHook(Hook):
                             self.last_good_checkpoint)
         draft['optim_wrapper'] = name
         if action is Action.RESTORED:  # as for a skipped update: the window's statistics go
-            draft['restored_buffers'] = self._buffers.restore(
+            draft['restored_buffers'] = self._state.buffers.restore(
                 only_nonfinite=len(self._wrapper_names) > 1)
         self._drafts.append(draft)
 
@@ -344,9 +324,7 @@ class GradientSanitizerHook(Hook):
                 loss_scale=float(scaler.get_scale()), consecutive=self.rule.consecutive_overflow),
                 self.counters, self.rule.max_consecutive_overflow)
             return True
-        # names looked up now: parameters added during training (a new param group) too
-        names = {id(p): n for n, p in unwrap_model(self._runner).named_parameters()}
-        named_grads = named_gradients(params, names, name)
+        named_grads = named_gradients(params, self._state.parameter_names(), name)
         kind = EventKind.GRADIENT if grads_bad else EventKind.LOSS
         draft = update_draft(kind, name, named_grads, losses,
                              float(scaler.get_scale()) if scaler is not None else None,
@@ -356,11 +334,11 @@ class GradientSanitizerHook(Hook):
         self._drafts.append(draft)
         if decision.action is Action.SANITIZED:
             draft['sanitized_entries'] = zero_nonfinite_([g for _, g in named_grads])
-        if self._buffers is not None and decision.action is not Action.WARNED:
+        if decision.action is not Action.WARNED:
             # a dropped update with one wrapper restores every buffer of the model
             only_nonfinite = (decision.action is Action.SANITIZED
                               or len(self._wrapper_names) > 1)
-            draft['restored_buffers'] = self._buffers.restore(only_nonfinite=only_nonfinite)
+            draft['restored_buffers'] = self._state.buffers.restore(only_nonfinite)
         return decision.action in (Action.WARNED, Action.SANITIZED)
 
     # ---------------------------------------------------------------- reporting
@@ -383,15 +361,8 @@ class GradientSanitizerHook(Hook):
         self._reporter.write(self.counters, self.last_good_checkpoint, **fields)
 
     # ------------------------------------------------------ the model's own state
-    def _model_state(self) -> list[tuple[str, Tensor]]:
-        """The model's float tensors as the finiteness rule sees them, looked up now: a
-        buffer replaced by assignment in forward is the live one, not the one of
-        before_train (see :func:`.events.checked_state` for the +-inf rule)."""
-        state = unwrap_model(self._runner).state_dict(keep_vars=True)
-        return checked_state(float_state(state), self._inf_allowed)
-
     def _check_parameters(self) -> bool:
-        state = self._model_state()
+        state = self._state.tensors()
         if not agreed_nonfinite(state):
             return False
         action = self.rule.on_corrupt_state()
@@ -400,26 +371,13 @@ class GradientSanitizerHook(Hook):
         self._publish()
         return True
 
-    def _state_without_open_update(self):
-        """While an update is open (an accumulation window before its step: the weights are
-        those of the snapshot's time), the buffers of before its forward passes; the state a
-        checkpoint due now may hold instead of a non-finite live one (see
-        :mod:`.checkpoint_guard`)."""
-        if self._window and self._buffers is not None:
-            return self._buffers.standing_in()
-        return contextlib.nullcontext([])
-
     def _checkpoint_saved(self, runner, replaced: list) -> None:
         self.last_good_checkpoint = runner.message_hub.get_info('last_ckpt',
                                                                 self.last_good_checkpoint)
         if replaced:
-            first = self._window.records[0]['iter'] + 1
-            self._reporter.log(
-                f'the checkpoint at iter {self._at[0]} ({self.last_good_checkpoint}) holds the '
-                f'buffers of before the open update (iterations {first}-{self._at[0]} so far): '
-                f'its forward passes made {len(replaced)} buffer(s) non-finite, e.g. '
-                f'{replaced[0]}; the update itself is audited when its window ends',
-                logging.WARNING)
+            self._reporter.saved_without_open_update(
+                self.last_good_checkpoint, self._window.records[0]['iter'] + 1, self._at[0],
+                replaced)
 
     def _refuse_checkpoint(self, runner, named: list[tuple[str, Tensor]]) -> None:
         follow_up = self.rule.on_refused_checkpoint()
@@ -450,7 +408,7 @@ class GradientSanitizerHook(Hook):
             self._resume_at = (runner.epoch, batch_idx + 1)
         # Dropped updates keep the weights good, but NaN can also get in without an update
         # (a corrupt checkpoint, a buggy hook): check, once, before calling them good.
-        if not agreed_nonfinite(self._model_state()):
+        if not agreed_nonfinite(self._state.tensors()):
             saved = self.last_good_checkpoint = save_last_good_state(runner, self._rank,
                                                                      self._at[0])
             log(f'{at}: the last good state (the offending update was not applied) is saved '

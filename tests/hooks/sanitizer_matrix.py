@@ -36,6 +36,7 @@ FACTORS = {
     'checkpoint': ('aligned', 'inside_window'),
     'clip_grad': (False, True),
     'compile': (False, True),
+    'grows': (False, True),  # a head and its param group attached mid-run, before the fault
 }
 
 # Pairs no cell can hold, with the reason (asserted to be the only uncovered pairs).
@@ -52,7 +53,7 @@ IMPOSSIBLE = {
 # 'amp_scaler' cell is bf16 autocast with the real torch.amp.GradScaler('cpu'), whose
 # overflow handling (inf check, skipped step, lower scale) is the one fp16 training uses.
 
-ITERS, FAULT_ITER = 20, 10  # 1-based; 10 iterations per epoch; the fault at iteration 10
+ITERS, FAULT_ITER, GROW_ITER = 20, 10, 4  # 1-based; 10 iterations per epoch
 
 
 def _allowed(assignment: dict) -> bool:
@@ -119,20 +120,31 @@ class Window:
 
 
 class MatrixModel(ToyModel):
-    """The toy model, optionally with a complex spectral filter on its input and/or trained
-    by an ``OptimWrapperDict`` ('body': backbone, neck, filter; 'head')."""
+    """The toy model, optionally with a complex spectral filter on its input, trained by an
+    ``OptimWrapperDict`` ('body': backbone, neck, filter; 'head': head, head_extra), and
+    growing a second head (``head_extra``, with BatchNorm) during training."""
 
     def __init__(self, spectral: bool, split: bool):
         super().__init__()
         self.split = split
         self.spectral = nn_complex_filter() if spectral else None
+        self.head_extra = None
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
+        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
         if self.spectral is not None:
-            x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
             spectrum = torch.fft.rfft(x.float(), dim=1) * self.spectral
-            inputs = torch.fft.irfft(spectrum, n=x.shape[1], dim=1).to(x.dtype)
-        return super().forward(inputs, data_samples, mode)
+            x = torch.fft.irfft(spectrum, n=x.shape[1], dim=1).to(x.dtype)
+        if self.head_extra is None:
+            return super().forward(x, data_samples, mode)
+        features = self.neck(self.backbone(x))
+        out = self.head(features) + self.head_extra(features)
+        if mode != 'loss':
+            return out
+        losses = super().forward(x, data_samples, mode)  # the fault flags, the aux term
+        target = torch.stack(list(data_samples['target']))
+        losses['loss_reg'] = torch.nn.functional.mse_loss(out.float(), target.float())
+        return losses
 
     def train_step(self, data, optim_wrapper):
         if not self.split:
@@ -160,8 +172,27 @@ def nn_complex_filter() -> torch.nn.Parameter:
 
 
 def body_and_head(model: MatrixModel) -> dict[str, list]:
-    body = [p for n, p in model.named_parameters() if not n.startswith('head.')]
-    return dict(body=body, head=list(model.head.parameters()))
+    named = list(model.named_parameters())
+    return dict(body=[p for n, p in named if not n.startswith('head')],
+                head=[p for n, p in named if n.startswith('head')])
+
+
+class GrowHook(Hook):
+    """Attaches ``head_extra`` before iteration ``GROW_ITER`` and gives its parameters to the
+    optimizer as a new param group (of the 'head' wrapper of an ``OptimWrapperDict``)."""
+
+    priority = 'HIGHEST'
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 != GROW_ITER:
+            return
+        torch.manual_seed(1)
+        runner.model.head_extra = torch.nn.Sequential(
+            torch.nn.Linear(16, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+            torch.nn.Linear(8, 1))
+        wrapper = runner.optim_wrapper
+        wrapper = wrapper['head'] if isinstance(wrapper, OptimWrapperDict) else wrapper
+        wrapper.optimizer.add_param_group(dict(params=list(runner.model.head_extra.parameters())))
 
 
 def optim_wrapper_of(cell: dict, model: MatrixModel):
@@ -251,7 +282,8 @@ def train(cell: dict, work_dir: str, hooked: bool, rollback: RollbackHook | None
     torch.manual_seed(0)
     model = MatrixModel(spectral=cell['fault'] == 'complex_nan', split=cell['wrapper'] == 'dict')
     record = RecordHook()
-    hooks = [fault_injection(cell), record] + ([rollback] if rollback else [])
+    hooks = ([fault_injection(cell), record] + ([rollback] if rollback else [])
+             + ([GrowHook()] if cell['grows'] else []))
     loop = dict(max_epochs=ITERS // 10) if cell['loop'] == 'epoch' else dict(max_iters=ITERS)
     extra = dict(cfg=dict(compile=dict(backend='eager'))) if hooked and cell['compile'] else {}
     if resume:

@@ -46,7 +46,7 @@ def test_the_cells_cover_every_possible_pair_of_option_values():
     n_values = sum(len(v) for v in FACTORS.values())
     assert len(required) == sum(
         len(a) * len(b) for i, a in enumerate(FACTORS.values())
-        for b in list(FACTORS.values())[i + 1:]) - len(IMPOSSIBLE) and n_values == 25
+        for b in list(FACTORS.values())[i + 1:]) - len(IMPOSSIBLE) and n_values == 27
 
 
 def states_match(actual: dict, expected: dict) -> bool:

@@ -164,6 +164,8 @@ class GradientSanitizerHook(Hook):
     # ------------------------------------------------------------------ stages
     def before_train(self, runner) -> None:
         self._patches.undo_all()
+        if self._state is not None:
+            self._state.close()
         self._reset_run_state()
         self._runner = runner
         self._rank, self._world_size = rank_and_world()
@@ -249,6 +251,7 @@ class GradientSanitizerHook(Hook):
         self._reporter.log(f'training {status.value}; totals: {format_counters(self.counters)}'
                            + (f'; report: {path}' if path else ''))
         self._patches.undo_all()
+        self._state.close()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """The hook's counters enter the checkpoint; saves that bypass CheckpointHook are

@@ -33,6 +33,10 @@ class ModelState:
         # tensors with +-inf (and no NaN) before training: legitimate values, not corruption
         self.inf_allowed: frozenset = infinite_before_training(self.tensors(checked=False))
 
+    def close(self) -> None:
+        """Stop watching the model's structure (see :class:`.BufferSnapshot`)."""
+        self.buffers.close()
+
     def tensors(self, checked: bool = True) -> Named:
         """The model's float/complex tensors by name, as the finiteness rule sees them (see
         :func:`.events.checked_state` for the +-inf rule)."""

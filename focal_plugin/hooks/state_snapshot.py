@@ -50,7 +50,7 @@ class BufferSnapshot:
         self._model = model
         self._keep_copies = keep_copies  # False: only track which buffers can change (warn)
         self._entries: list[tuple[nn.Module, str, str]] = []
-        self._changeable: frozenset = frozenset()
+        self._changeable: list[tuple[nn.Module, str, str]] = []  # of training-mode modules
         self._copies: dict[str, Tensor] = {}
         self._stale = True
         this = weakref.ref(self)  # the global hooks must not keep a finished run's copies
@@ -70,14 +70,15 @@ class BufferSnapshot:
     def _live(self):
         """(module, qualified name, the buffer now) for every entry still holding a tensor."""
         for module, local, full in self._entries:
-            buffer = getattr(module, local, None)
+            buffer = module._buffers.get(local)  # what `module.<local>` returns, cheaper
             if isinstance(buffer, Tensor):
                 yield module, full, buffer
 
     def changeable(self) -> list[tuple[str, Tensor]]:
         """(name, live buffer) for every buffer a forward pass of this update can have
         changed (those of the modules in training mode at :meth:`take`)."""
-        return [(name, buffer) for _, name, buffer in self._live() if name in self._changeable]
+        live = ((full, module._buffers.get(local)) for module, local, full in self._changeable)
+        return [(name, buffer) for name, buffer in live if isinstance(buffer, Tensor)]
 
     def take(self) -> None:
         """Copy the buffers of the modules that are in training mode right now."""
@@ -85,11 +86,13 @@ class BufferSnapshot:
             self._stale = False
             self._entries = list(_persistent_buffers(self._model))
         names, sources = [], []
-        for module, name, buffer in self._live():
-            if module.training:
+        self._changeable = []
+        for module, local, name in self._entries:
+            buffer = module._buffers.get(local)
+            if module.training and isinstance(buffer, Tensor):
                 names.append(name)
                 sources.append(buffer)
-        self._changeable = frozenset(names)
+                self._changeable.append((module, local, name))
         if not self._keep_copies:
             return
         if [n for n in self._copies] != names or any(  # training modules or shapes changed

@@ -141,7 +141,9 @@ class ToyMSE(BaseMetric):
         self.results.append(float(((out - target) ** 2).mean()))
 
     def compute_metrics(self, results) -> dict:
-        return dict(mse=sum(results) / len(results))
+        # `validations` only grows: with save_best='validations' every best save is due
+        self.validations = getattr(self, 'validations', 0) + 1
+        return dict(mse=sum(results) / len(results), validations=self.validations)
 
 
 class ValRecordHook(Hook):
@@ -278,6 +280,7 @@ def make_runner(work_dir: str,
                 dataset: Dataset | None = None,
                 checkpoint_by_epoch: bool | None = None,
                 val: bool = False,
+                save_best: str | None = None,
                 **runner_kwargs) -> Runner:
     """A real Runner around the toy model; ``hook`` is the GradientSanitizerHook config."""
     model = model if model is not None else build_model()
@@ -307,7 +310,8 @@ def make_runner(work_dir: str,
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', interval=checkpoint_interval,
                             by_epoch=by_epoch if checkpoint_by_epoch is None
-                            else checkpoint_by_epoch, max_keep_ckpts=max_keep_ckpts),
+                            else checkpoint_by_epoch, max_keep_ckpts=max_keep_ckpts,
+                            save_best=save_best, rule='greater' if save_best else None),
             logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=custom_hooks,
         randomness=dict(seed=0),

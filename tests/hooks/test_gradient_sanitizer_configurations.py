@@ -189,6 +189,17 @@ def test_validation_without_save_best_refuses_nothing(work_dir):
     assert [e['iter'] for e in refusals] == [10, 20]
 
 
+def test_a_best_checkpoint_that_would_be_written_is_still_refused(work_dir):
+    runner = make_runner(work_dir, hook_cfg(policy='warn'), max_epochs=2,
+                         dataset=ToyDataset(40), checkpoint_interval=1, val=True,
+                         save_best='validations',
+                         extra_hooks=(FaultInjectionHook({3: 'grad_nan'}),))
+    runner.train()
+    # per epoch: the periodic save and the best save (a better score every time), both refused
+    assert sanitizer_of(runner).counters['refused_checkpoints'] == 4
+    assert not [p for p in checkpoints(work_dir) if 'best' in osp.basename(p)]
+
+
 # --------------------------------------------- 7. a stop decided at the end of an epoch
 def test_stop_at_epoch_end_completes_the_epoch_and_skips_validation(work_dir):
     validations = ValRecordHook()

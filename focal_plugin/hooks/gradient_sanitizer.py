@@ -297,7 +297,9 @@ class GradientSanitizerHook(Hook):
                 [grads, losses, floating_tensors(b for _, b in buffers)]))
             if grads_bad or loss_bad:
                 apply = self._on_nonfinite(name, wrapper, params, losses, grads_bad, loss_bad)
-                return original(*args, **kwargs) if apply else None
+                if apply is None and buffers_bad:  # an overflow the GradScaler handles
+                    self._on_nonfinite_buffers(name, buffers)
+                return original(*args, **kwargs) if apply is not False else None
             if buffers_bad:
                 self._on_nonfinite_buffers(name, buffers)
             return original(*args, **kwargs)
@@ -316,8 +318,9 @@ class GradientSanitizerHook(Hook):
                 only_nonfinite=len(self._wrapper_names) > 1)
         self._drafts.append(draft)
 
-    def _on_nonfinite(self, name, wrapper, params, losses, grads_bad, loss_bad) -> bool:
-        """Carry out the policy's decision; returns whether the update is applied."""
+    def _on_nonfinite(self, name, wrapper, params, losses, grads_bad, loss_bad) -> bool | None:
+        """Carry out the policy's decision; returns whether the update is applied (None: an
+        AMP overflow, left to the GradScaler's step)."""
         scaler = getattr(wrapper, 'loss_scaler', None)
         scaler = scaler if scaler is not None and scaler.is_enabled() else None
         decision = self.rule.on_nonfinite_update(grads_bad, loss_bad, scaler is not None)
@@ -326,7 +329,7 @@ class GradientSanitizerHook(Hook):
                 iter=self._at[0], epoch=self._at[1], optim_wrapper=name,
                 loss_scale=float(scaler.get_scale()), consecutive=self.rule.consecutive_overflow),
                 self.counters, self.rule.max_consecutive_overflow)
-            return True
+            return None
         named_grads = named_gradients(params, self._state.parameter_names(), name)
         kind = EventKind.GRADIENT if grads_bad else EventKind.LOSS
         draft = update_draft(kind, name, named_grads, losses,

@@ -17,6 +17,7 @@ from sanitizer_toys import (
     ToyDataset,
     ValRecordHook,
     all_finite,
+    build_model,
     checkpoint_is_finite,
     checkpoints,
     make_runner,
@@ -173,6 +174,30 @@ def test_finite_huge_input_restores_batchnorm_statistics_and_goes_on(work_dir, c
     assert not torch.equal(record.states[5]['head.weight'], record.states[4]['head.weight'])
     assert torch.equal(record.states[5]['backbone.1.running_var'],
                        record.states[4]['backbone.1.running_var'])
+
+
+def test_huge_input_with_a_gradscaler_overflow_restores_the_statistics_too(work_dir,
+                                                                          monkeypatch):
+    # with a scale of 2**120 the huge input's gradients overflow: the GradScaler skips the
+    # step, and the BatchNorm variance the input sent to inf must not stay for the next one
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
+    from mmengine.optim import AmpOptimWrapper
+    monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
+    model = build_model()
+    wrapper = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                              dtype='bfloat16')
+    wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=2.0**120)
+    runner = make_runner(work_dir, hook_cfg(policy='skip', max_consecutive_overflow=None),
+                         model=model, optim_wrapper=wrapper, max_iters=8,
+                         extra_hooks=(FaultInjectionHook({2: 'input_huge'}),))
+    runner.train()
+    finished_with_finite_checkpoints(runner, work_dir, 8)
+    hook = sanitizer_of(runner)
+    assert hook.counters['restored'] == hook.counters['amp_overflow'] == 1
+    assert hook.counters['refused_checkpoints'] == 0
+    report = read_report(work_dir)
+    (event,), (overflow,) = report['events'], report['amp_overflows']
+    assert (event['kind'], event['iter'], overflow['iter']) == ('buffer', 3, 3)
 
 
 # ------------------------------------- 6. save_best unset: nothing to refuse after validation

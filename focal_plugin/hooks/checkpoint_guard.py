@@ -11,14 +11,22 @@ Why not only MMEngine's public ``before_save_checkpoint`` stage (mmengine 0.10):
 
 The guard therefore wraps ``CheckpointHook``'s two save methods on the hook *instance* (undone
 after training): they run on every rank and before anything is touched, so a refusal leaves
-every file as it was and every rank takes the same decision. ``before_save_checkpoint``
+every file as it was and every rank takes the same decision. ``_save_best_checkpoint`` is
+checked only when it is about to write (``save_best`` set and a score better than the best):
+one refused state is one refusal, not one more per validation. ``before_save_checkpoint``
 remains the last line of defence for saves that bypass ``CheckpointHook``
 (:func:`check_checkpoint`).
+
+A save due inside an accumulation window comes before the window's verdict: its forward passes
+may already have put NaN into BatchNorm statistics while no update was applied. ``stand_in``
+then offers the state the run has once that window is dropped (the buffers of before it; the
+weights have not changed since), and that state is saved instead of none.
 """
 from __future__ import annotations
 
+import contextlib
 import os.path as osp
-from typing import Callable
+from typing import Callable, ContextManager
 
 from mmengine.hooks import CheckpointHook
 from torch import Tensor
@@ -40,18 +48,23 @@ class CheckpointGuard:
         state_of: the model's float tensors, by name (called at each save).
         is_nonfinite: the verdict on them, agreed across ranks.
         on_refused: called instead of the save, with the runner and the tensors.
-        on_saved: called after a regular save went through, with the runner.
+        on_saved: called after a regular save went through, with the runner and the names of
+            the buffers ``stand_in`` replaced (empty for a save of the live state).
+        stand_in: a context in which the model holds a state that may be saved instead of a
+            non-finite live one, yielding the names of the tensors it replaced.
     """
 
     SAVE_METHODS = ('_save_checkpoint', '_save_best_checkpoint')
 
     def __init__(self, state_of: Callable[[object], Named], is_nonfinite: Callable[[Named], bool],
                  on_refused: Callable[[object, Named], None],
-                 on_saved: Callable[[object], None]):
+                 on_saved: Callable[[object, list], None],
+                 stand_in: Callable[[], ContextManager[list]] = lambda: contextlib.nullcontext([])):
         self.state_of = state_of
         self.is_nonfinite = is_nonfinite
         self.on_refused = on_refused
         self.on_saved = on_saved
+        self.stand_in = stand_in
 
     def install(self, hooks, patches: InstancePatches) -> int:
         """Guard the ``CheckpointHook`` instances among ``hooks``; returns how many."""
@@ -62,21 +75,53 @@ class CheckpointGuard:
             for method in self.SAVE_METHODS:
                 if callable(getattr(hook, method, None)):
                     patches.replace(hook, method,
-                                    lambda original, m=method: self._guarded(m, original))
+                                    lambda original, m=method, h=hook: self._guarded(m, h,
+                                                                                     original))
             guarded += 1
         return guarded
 
-    def _guarded(self, method: str, original):
+    def _guarded(self, method: str, hook: CheckpointHook, original):
         def save(runner, *args, **kwargs):
+            if method == '_save_best_checkpoint' and not would_save_best(hook, runner, *args):
+                return original(runner, *args, **kwargs)  # it writes nothing: nothing to check
             named = self.state_of(runner)
-            if self.is_nonfinite(named):
-                self.on_refused(runner, named)
-                return None
-            result = original(runner, *args, **kwargs)
-            if method == '_save_checkpoint':
-                self.on_saved(runner)
-            return result
+            if not self.is_nonfinite(named):
+                return self._save(method, original, runner, [], *args, **kwargs)
+            with self.stand_in() as replaced:
+                # the verdict is agreed across ranks, so every rank calls it
+                if not self.is_nonfinite(self.state_of(runner)):
+                    return self._save(method, original, runner, replaced, *args, **kwargs)
+            self.on_refused(runner, named)
+            return None
         return save
+
+    def _save(self, method, original, runner, replaced, *args, **kwargs):
+        result = original(runner, *args, **kwargs)
+        if method == '_save_checkpoint':
+            self.on_saved(runner, replaced)
+        return result
+
+
+def would_save_best(hook: CheckpointHook, runner, metrics=None, *args, **kwargs) -> bool:
+    """Whether ``CheckpointHook._save_best_checkpoint(runner, metrics)`` is about to write a
+    checkpoint (mmengine 0.10's rule: ``save_best`` set and some key indicator better than its
+    best score in the MessageHub). True where that cannot be told (``'auto'`` before the first
+    validation, another mmengine): a needless check is safe, a missing one is not."""
+    if not getattr(hook, 'save_best', None):
+        return False
+    try:
+        indicators = hook.key_indicators
+        if 'auto' in indicators:
+            return True
+        for key, rule in zip(indicators, hook.rules):
+            score = (metrics or {}).get(key)
+            best_key = 'best_score' if len(indicators) == 1 else f'best_score_{key}'
+            best = runner.message_hub.get_info(best_key, hook.init_value_map[rule])
+            if score is not None and hook.is_better_than[key](score, best):
+                return True
+        return False
+    except (AttributeError, KeyError, TypeError):
+        return True
 
 
 def check_checkpoint(checkpoint: dict, iter: int, last_good: str | None,
@@ -95,10 +140,10 @@ def check_checkpoint(checkpoint: dict, iter: int, last_good: str | None,
         f'tensor(s) of its state_dict hold NaN/Inf: {listed}. Last good checkpoint: {last_good}')
 
 
-def save_last_good_state(runner, rank: int) -> str:
-    """Save the runner's (finite) state as ``last_good_iter_N.pth`` and point
+def save_last_good_state(runner, rank: int, iter: int) -> str:
+    """Save the runner's (finite) state as ``last_good_iter_{iter}.pth`` and point
     ``last_checkpoint`` at it, so that ``resume=True`` continues from the last good state."""
-    filename = f'last_good_iter_{runner.iter + 1}.pth'
+    filename = f'last_good_iter_{iter}.pth'
     runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
     saved = osp.join(runner.work_dir, filename)
     if rank == 0:

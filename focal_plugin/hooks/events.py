@@ -17,7 +17,7 @@ from focal_plugin.jsonio import json_number
 
 from .batch_info import batch_metainfo
 from .consensus import gather_from_ranks
-from .finite_check import nonfinite_counts, norms_by_prefix
+from .finite_check import nonfinite_counts, norms_by_prefix, real_view
 from .policy import Action, EventKind
 
 __all__ = ['float_state', 'gradient_values', 'named_gradients', 'nonfinite_tensor_list',
@@ -28,9 +28,10 @@ _MAX_SAMPLES = 64
 
 
 def float_state(state_dict: dict) -> list[tuple[str, Tensor]]:
-    """The floating-point tensors of a state dict (integer buffers cannot hold NaN/Inf)."""
-    return [(name, t) for name, t in state_dict.items()
-            if isinstance(t, Tensor) and t.is_floating_point()]
+    """The tensors of a state dict that can hold NaN/Inf, floating-point and complex (as their
+    real views, :func:`.finite_check.real_view`); integer buffers cannot."""
+    views = ((name, real_view(t)) for name, t in state_dict.items() if isinstance(t, Tensor))
+    return [(name, view) for name, view in views if view is not None]
 
 
 def infinite_before_training(named: list[tuple[str, Tensor]]) -> frozenset:
@@ -51,21 +52,22 @@ def checked_state(named: list[tuple[str, Tensor]], inf_allowed: frozenset) -> li
 
 
 def gradient_values(param: Tensor) -> Tensor:
-    """``param.grad``, or the values of a sparse gradient (coalesced in place)."""
+    """``param.grad``, or the values of a sparse gradient (coalesced in place); a complex
+    gradient as its real view."""
     if param.grad.is_sparse:
         param.grad = param.grad.coalesce()
-        return param.grad._values()
-    return param.grad
+        return real_view(param.grad._values())
+    return real_view(param.grad)
 
 
 def named_gradients(params: Sequence[Tensor], names: dict[int, str],
                     wrapper_name: str) -> list[tuple[str, Tensor]]:
-    """The floating-point gradients of ``params``, named after the model's parameters
+    """The gradients of ``params`` that can hold NaN/Inf, named after the model's parameters
     (``names``: ``id(param) -> name``), or by position for parameters the model lacks."""
     named = []
     for index, param in enumerate(params):
         grad = gradient_values(param)
-        if grad.is_floating_point():
+        if grad is not None:
             named.append((names.get(id(param))
                           or f'<{wrapper_name or "optim_wrapper"} param #{index}>', grad))
     return named
@@ -105,22 +107,27 @@ def update_draft(kind: EventKind, wrapper_name: str, named_grads: list[tuple[str
                 loss_scale=loss_scale, local=local)
 
 
-def state_draft(kind: EventKind, named: list[tuple[str, Tensor]], action: Action, runner,
-                last_good: str | None) -> dict:
-    """A non-finite model state: after an update (``PARAMETER``; ``action`` is what follows)
-    or about to be checkpointed (``CHECKPOINT``: the save is refused, then ``action``)."""
+def state_draft(kind: EventKind, named: list[tuple[str, Tensor]], action: Action, iter: int,
+                epoch: int, last_good: str | None) -> dict:
+    """A non-finite model state: after an update (``PARAMETER``; ``action`` is what follows),
+    about to be checkpointed (``CHECKPOINT``: the save is refused, then ``action``), or in
+    the buffers of an update with finite gradients (``BUFFER``)."""
     if kind is EventKind.CHECKPOINT:
         reason = ('the model holds NaN/Inf, so this checkpoint is refused (nothing written); '
                   f'last good checkpoint: {last_good}; then: {action.value}')
         action = Action.REFUSED
+    elif kind is EventKind.BUFFER:
+        reason = ('buffers are non-finite after the forward passes while the gradients and '
+                  'the loss are finite (e.g. a finite but huge input overflowed a BatchNorm '
+                  'variance): no gradient explains them, so the update is applied and the '
+                  'buffers of before it are put back')
     else:
         reason = ('parameters/buffers are non-finite after the update; an update that is '
                   'already in the weights cannot be skipped or sanitized')
     local = dict(nonfinite_tensors=nonfinite_tensor_list(
         [n for n, _ in named], [t.detach() for _, t in named]))
-    return dict(kind=kind.value, optim_wrapper='', iter=runner.iter + 1,
-                epoch=runner.epoch + 1, action=action.value, reason=reason, escalated=False,
-                local=local)
+    return dict(kind=kind.value, optim_wrapper='', iter=iter, epoch=epoch,
+                action=action.value, reason=reason, escalated=False, local=local)
 
 
 class UpdateWindow:

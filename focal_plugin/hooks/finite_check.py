@@ -25,24 +25,34 @@ from focal_plugin.jsonio import json_number
 
 __all__ = [
     'any_nonfinite', 'tensor_norms', 'nonfinite_counts', 'norms_by_prefix', 'floating_tensors',
-    'zero_nonfinite_',
+    'zero_nonfinite_', 'real_view',
 ]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def floating_tensors(tensors: Iterable[Tensor]) -> list[Tensor]:
-    """The floating-point tensors of ``tensors``; sparse ones are replaced by their values.
+def real_view(tensor: Tensor | None) -> Tensor | None:
+    """What the finiteness rule looks at in ``tensor``: itself if floating-point, its
+    ``(..., 2)`` real view if complex (the same memory: a NaN in either part is found, and
+    zeroing an entry in place zeroes it in the complex tensor), None otherwise (integer and
+    bool tensors, e.g. ``num_batches_tracked``, cannot hold NaN or Inf)."""
+    if tensor is None:
+        return None
+    if tensor.is_complex():
+        return torch.view_as_real(tensor.resolve_conj())  # a copy only for a lazy conj view
+    return tensor if tensor.is_floating_point() else None
 
-    Integer tensors (e.g. BatchNorm's ``num_batches_tracked``) cannot hold NaN or Inf.
-    """
+
+def floating_tensors(tensors: Iterable[Tensor]) -> list[Tensor]:
+    """The tensors of ``tensors`` that can hold NaN/Inf, as :func:`real_view` sees them;
+    sparse ones are replaced by their values."""
     out = []
     for tensor in tensors:
-        if tensor is None or not tensor.is_floating_point():
-            continue
-        if tensor.is_sparse:
+        if tensor is not None and tensor.is_sparse:
             tensor = tensor.coalesce().values()
-        out.append(tensor)
+        tensor = real_view(tensor)
+        if tensor is not None:
+            out.append(tensor)
     return out
 
 

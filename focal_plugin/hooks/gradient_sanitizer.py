@@ -16,7 +16,6 @@ checkpoint guard (:mod:`.checkpoint_guard`); this file connects them to MMEngine
 from __future__ import annotations
 
 import logging
-import os.path as osp
 from typing import Any
 
 from mmengine.hooks import Hook
@@ -29,10 +28,8 @@ from .checkpoint_guard import CheckpointGuard, check_checkpoint, save_last_good_
 from .consensus import agree_any_flags, agreed_nonfinite, rank_and_world
 from .events import (
     UpdateWindow,
-    checked_state,
     finalize,
     float_state,
-    infinite_before_training,
     named_gradients,
     state_draft,
     update_draft,
@@ -40,19 +37,21 @@ from .events import (
 from .finite_check import any_nonfinite, floating_tensors, zero_nonfinite_
 from .interception import (
     InstancePatches,
+    eager_only,
     end_training_now,
     epoch_running,
     make_epoch_interruptible,
+    no_validation_after_stop,
     optim_wrappers,
     skip_batches_on_resume,
     unwrap_model,
 )
 from .localize import localize_window
+from .model_state import ModelState
 from .options import SanitizerOptions
 from .policy import Action, EventKind, Policy, RunStatus, SanitizerPolicy
 from .report import JsonReport, format_counters
-from .reporter import Reporter
-from .state_snapshot import BufferSnapshot
+from .reporter import Reporter, open_report
 
 __all__ = ['GradientSanitizerHook']
 
@@ -136,10 +135,10 @@ class GradientSanitizerHook(Hook):
     def _reset_run_state(self) -> None:
         self._runner = None
         self._rank, self._world_size = 0, 1
-        self._param_names: dict[int, str] = {}
-        self._inf_allowed: frozenset = frozenset()  # state tensors with +-inf before training
+        self._at = (0, 1)  # (iter, epoch), 1-based, of the iteration that started last
+        self._epoch_iterating = False  # inside an epoch's iterations (not its end hooks)
         self._wrapper_names: list[str] = []
-        self._buffers: BufferSnapshot | None = None
+        self._state: ModelState | None = None
         self._interruptible = False
         self._reporter = Reporter(JsonReport('', {}, 1, 1, enabled=False))
         self._window = UpdateWindow()  # the iterations since the last optimizer update
@@ -165,6 +164,8 @@ class GradientSanitizerHook(Hook):
     # ------------------------------------------------------------------ stages
     def before_train(self, runner) -> None:
         self._patches.undo_all()
+        if self._state is not None:
+            self._state.close()
         self._reset_run_state()
         self._runner = runner
         self._rank, self._world_size = rank_and_world()
@@ -172,24 +173,26 @@ class GradientSanitizerHook(Hook):
         if resumed:
             self.load_state_dict(self._resumed_state)
         self._resumed_state = None
-        model = unwrap_model(runner)
-        self._param_names = {id(p): name for name, p in model.named_parameters()}
-        self._inf_allowed = infinite_before_training(self._model_state())
-        if self.rule.policy is not Policy.WARN:
-            self._buffers = BufferSnapshot(model)
+        self._at = (runner.iter, runner.epoch + 1)
+        self._state = ModelState(unwrap_model(runner),
+                                 keep_copies=self.rule.policy is not Policy.WARN)
         wrappers = optim_wrappers(runner)
-        for name, wrapper in wrappers:
+        for name, wrapper in wrappers:  # eager even inside a compiled train_step
             self._patches.replace(wrapper, 'step', lambda original, n=name, w=wrapper:
-                                  self._audited_step(n, w, original))
-            self._patches.replace(wrapper, 'update_params',
-                                  lambda original, n=name: self._loss_capturing(n, original))
+                                  eager_only(self._audited_step(n, w, original)))
+            self._patches.replace(wrapper, 'update_params', lambda original, n=name:
+                                  eager_only(self._loss_capturing(n, original)))
         self._wrapper_names = [name for name, _ in wrappers]
         self._interruptible = make_epoch_interruptible(runner.train_loop, self._patches)
         if self.options.protect_checkpoints:
-            guard = CheckpointGuard(lambda r: self._model_state(), agreed_nonfinite,
-                                    self._refuse_checkpoint, self._checkpoint_saved)
+            guard = CheckpointGuard(lambda r: self._state.tensors(), agreed_nonfinite,
+                                    self._refuse_checkpoint, self._checkpoint_saved,
+                                    lambda: self._state.without_open_update(bool(self._window)))
             guard.install(runner.hooks, self._patches)
-        self._reporter = self._open_report(runner, resumed)
+        self._reporter = open_report(runner.work_dir, self.options, self._rank,
+                                     self._world_size, resumed)
+        no_validation_after_stop(runner, self._patches, lambda: self.rule.stop_decided,
+                                 self._reporter.log)
         if self._resume_at and self._interruptible:
             skip_batches_on_resume(runner.train_loop, *self._resume_at, self._patches,
                                    self._reporter.log)
@@ -204,20 +207,17 @@ class GradientSanitizerHook(Hook):
             f'before clip_grad/step; {self.options.as_config()}'
             + (f'; resumed counters: {format_counters(self.counters)}' if resumed else ''))
 
-    def _open_report(self, runner, resumed: bool) -> Reporter:
-        opts = self.options
-        path = osp.join(runner.work_dir, opts.report_file) if opts.report_file else ''
-        report = JsonReport(path, opts.as_config(), self._world_size, opts.max_reported_events,
-                            enabled=bool(path) and self._rank == 0)
-        report.check_writable()
-        if resumed and path:
-            report.load_events(path)  # the events of the interrupted run stay in the report
-        return Reporter(report, self._rank, opts.max_listed)
+    def before_train_epoch(self, runner) -> None:
+        self._epoch_iterating = True
+
+    def after_train_epoch(self, runner) -> None:
+        self._epoch_iterating = False  # a stop decided from now on completes this epoch
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         self._stepped = self._audited = False
-        if not self._window and self._buffers is not None:
-            self._buffers.take()  # state before this update's first forward pass
+        self._at = (runner.iter + 1, runner.epoch + 1)
+        if not self._window:
+            self._state.buffers.take()  # state before this update's first forward pass
         # Due: every step of an audit iteration (a wrapper may step several times in one:
         # k discriminator updates, a batch in chunks), and a wrapper's first step after one
         # (an accumulation window that ends later).
@@ -251,14 +251,16 @@ class GradientSanitizerHook(Hook):
         self._reporter.log(f'training {status.value}; totals: {format_counters(self.counters)}'
                            + (f'; report: {path}' if path else ''))
         self._patches.undo_all()
+        self._state.close()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """The hook's counters enter the checkpoint; saves that bypass CheckpointHook are
         checked here (see :mod:`.checkpoint_guard`)."""
         checkpoint[CHECKPOINT_KEY] = self.state_dict()
         if self.options.protect_checkpoints:
-            check_checkpoint(checkpoint, runner.iter + 1, self.last_good_checkpoint,
-                             self.options.max_listed, self._inf_allowed)
+            check_checkpoint(checkpoint, self._at[0], self.last_good_checkpoint,
+                             self.options.max_listed,
+                             self._state.inf_allowed if self._state else frozenset())
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Applied in before_train, and only when resuming (runner.iter > 0 then): counters
@@ -279,8 +281,8 @@ class GradientSanitizerHook(Hook):
         def step(*args, **kwargs):
             self._stepped = True
             losses = self._losses.pop(name, [])
-            if self.rule.stop_decided:
-                return None  # a stop was decided earlier in this iteration
+            if self.rule.stop_decided or self.rule.pending is not None:
+                return None  # a stop or raise was decided earlier in this iteration
             if name not in self._audit_due and not self._audit_iteration:
                 return original(*args, **kwargs)
             self._audit_due.discard(name)
@@ -288,40 +290,61 @@ class GradientSanitizerHook(Hook):
             params = [p for group in wrapper.optimizer.param_groups for p in group['params']
                       if p.grad is not None]
             grads = floating_tensors(p.grad for p in params)
+            # the buffers this update's forward passes changed, checked in the same pass
+            buffers = self._state.changeable_buffers()
             # the one host sync of a normal audit (one tiny all-reduce with several ranks)
-            grads_bad, loss_bad = agree_any_flags(any_nonfinite([grads, losses]))
-            if not (grads_bad or loss_bad):
-                return original(*args, **kwargs)
-            apply = self._on_nonfinite(name, wrapper, params, losses, grads_bad, loss_bad)
-            return original(*args, **kwargs) if apply else None
+            grads_bad, loss_bad, buffers_bad = agree_any_flags(any_nonfinite(
+                [grads, losses, floating_tensors(b for _, b in buffers)]))
+            if grads_bad or loss_bad:
+                apply = self._on_nonfinite(name, wrapper, params, losses, grads_bad, loss_bad)
+                if apply is None and buffers_bad:  # an overflow the GradScaler handles
+                    self._on_nonfinite_buffers(name, buffers)
+                return original(*args, **kwargs) if apply is not False else None
+            if buffers_bad:
+                self._on_nonfinite_buffers(name, buffers)
+            return original(*args, **kwargs)
         return step
 
-    def _on_nonfinite(self, name, wrapper, params, losses, grads_bad, loss_bad) -> bool:
-        """Carry out the policy's decision; returns whether the update is applied."""
+    def _on_nonfinite_buffers(self, name: str, buffers: list[tuple[str, Tensor]]) -> None:
+        """Finite gradients and loss, non-finite buffers: no gradient explains them (a finite
+        but huge input sent BatchNorm's variance to inf). The snapshot of before this update's
+        forward passes is put back and the (finite) update is applied."""
+        action = self.rule.on_nonfinite_buffers()
+        draft = state_draft(EventKind.BUFFER, float_state(dict(buffers)), action, *self._at,
+                            self.last_good_checkpoint)
+        draft['optim_wrapper'] = name
+        if action is Action.RESTORED:  # as for a skipped update: the window's statistics go
+            draft['restored_buffers'] = self._state.buffers.restore(
+                only_nonfinite=len(self._wrapper_names) > 1)
+        self._drafts.append(draft)
+
+    def _on_nonfinite(self, name, wrapper, params, losses, grads_bad, loss_bad) -> bool | None:
+        """Carry out the policy's decision; returns whether the update is applied (None: an
+        AMP overflow, left to the GradScaler's step)."""
         scaler = getattr(wrapper, 'loss_scaler', None)
         scaler = scaler if scaler is not None and scaler.is_enabled() else None
         decision = self.rule.on_nonfinite_update(grads_bad, loss_bad, scaler is not None)
         if decision.action is None:  # the GradScaler skips it and lowers the scale
             self._reporter.overflow(dict(
-                iter=self._runner.iter + 1, epoch=self._runner.epoch + 1, optim_wrapper=name,
+                iter=self._at[0], epoch=self._at[1], optim_wrapper=name,
                 loss_scale=float(scaler.get_scale()), consecutive=self.rule.consecutive_overflow),
                 self.counters, self.rule.max_consecutive_overflow)
-            return True
-        named_grads = named_gradients(params, self._param_names, name)
+            return None
+        named_grads = named_gradients(params, self._state.parameter_names(), name)
         kind = EventKind.GRADIENT if grads_bad else EventKind.LOSS
         draft = update_draft(kind, name, named_grads, losses,
                              float(scaler.get_scale()) if scaler is not None else None,
-                             self._runner.iter + 1, self._runner.epoch + 1)
+                             *self._at)
         draft.update(reason=decision.reason, action=decision.action.value,
                      escalated=decision.escalated)
         self._drafts.append(draft)
         if decision.action is Action.SANITIZED:
             draft['sanitized_entries'] = zero_nonfinite_([g for _, g in named_grads])
-        if self._buffers is not None and decision.action is not Action.WARNED:
+        if decision.action is not Action.WARNED:
             # a dropped update with one wrapper restores every buffer of the model
             only_nonfinite = (decision.action is Action.SANITIZED
                               or len(self._wrapper_names) > 1)
-            draft['restored_buffers'] = self._buffers.restore(only_nonfinite=only_nonfinite)
+            draft['restored_buffers'] = self._state.buffers.restore(only_nonfinite)
         return decision.action in (Action.WARNED, Action.SANITIZED)
 
     # ---------------------------------------------------------------- reporting
@@ -344,30 +367,27 @@ class GradientSanitizerHook(Hook):
         self._reporter.write(self.counters, self.last_good_checkpoint, **fields)
 
     # ------------------------------------------------------ the model's own state
-    def _model_state(self) -> list[tuple[str, Tensor]]:
-        """The model's float tensors as the finiteness rule sees them, looked up now: a
-        buffer replaced by assignment in forward is the live one, not the one of
-        before_train (see :func:`.events.checked_state` for the +-inf rule)."""
-        state = unwrap_model(self._runner).state_dict(keep_vars=True)
-        return checked_state(float_state(state), self._inf_allowed)
-
     def _check_parameters(self) -> bool:
-        state = self._model_state()
+        state = self._state.tensors()
         if not agreed_nonfinite(state):
             return False
         action = self.rule.on_corrupt_state()
-        self._drafts.append(state_draft(EventKind.PARAMETER, state, action,
-                                        self._runner, self.last_good_checkpoint))
+        self._drafts.append(state_draft(EventKind.PARAMETER, state, action, *self._at,
+                                        self.last_good_checkpoint))
         self._publish()
         return True
 
-    def _checkpoint_saved(self, runner) -> None:
+    def _checkpoint_saved(self, runner, replaced: list) -> None:
         self.last_good_checkpoint = runner.message_hub.get_info('last_ckpt',
                                                                 self.last_good_checkpoint)
+        if replaced:
+            self._reporter.saved_without_open_update(
+                self.last_good_checkpoint, self._window.records[0]['iter'] + 1, self._at[0],
+                replaced)
 
     def _refuse_checkpoint(self, runner, named: list[tuple[str, Tensor]]) -> None:
         follow_up = self.rule.on_refused_checkpoint()
-        self._drafts.append(state_draft(EventKind.CHECKPOINT, named, follow_up, runner,
+        self._drafts.append(state_draft(EventKind.CHECKPOINT, named, follow_up, *self._at,
                                         self.last_good_checkpoint))
         self._publish()
         self._reporter.push_counters(runner.message_hub, self.counters)
@@ -376,11 +396,12 @@ class GradientSanitizerHook(Hook):
             self._raise()
         if follow_up is Action.STOPPED:
             self._write_report(status=RunStatus.STOPPED.value)
-            # at once inside an epoch (a save in after_train_iter); after_val_epoch is
-            # outside run_epoch, where setting the flag is all there is to do
+            # at once inside an epoch's iterations (a save in after_train_iter); at the end of
+            # an epoch (after_train_epoch) the epoch completes, and outside run_epoch
+            # (after_val_epoch) setting the flag is all there is to do
             end_training_now(runner.train_loop,
-                             self._interruptible and epoch_running(runner.train_loop),
-                             self._reporter.log)
+                             self._interruptible and self._epoch_iterating
+                             and epoch_running(runner.train_loop), self._reporter.log)
 
     # ------------------------------------------------------------ terminal actions
     def _raise(self) -> None:
@@ -388,13 +409,14 @@ class GradientSanitizerHook(Hook):
         raise self._reporter.error(self.counters, self.policy)
 
     def _stop(self, runner, batch_idx: int) -> None:
-        log, at = self._reporter.log, f'stopping training at iter {runner.iter + 1}'
+        log, at = self._reporter.log, f'stopping training at iter {self._at[0]}'
         if self._interruptible:  # a resume continues after this batch, not at epoch start
             self._resume_at = (runner.epoch, batch_idx + 1)
         # Dropped updates keep the weights good, but NaN can also get in without an update
         # (a corrupt checkpoint, a buggy hook): check, once, before calling them good.
-        if not agreed_nonfinite(self._model_state()):
-            saved = self.last_good_checkpoint = save_last_good_state(runner, self._rank)
+        if not agreed_nonfinite(self._state.tensors()):
+            saved = self.last_good_checkpoint = save_last_good_state(runner, self._rank,
+                                                                     self._at[0])
             log(f'{at}: the last good state (the offending update was not applied) is saved '
                 f'to {saved}', logging.ERROR)
         else:

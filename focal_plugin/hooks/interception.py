@@ -13,12 +13,13 @@ import functools
 import logging
 from typing import Any, Callable
 
+import torch
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 
 __all__ = ['InstancePatches', 'StopTrainingNow', 'interruptible', 'make_epoch_interruptible',
            'end_training_now', 'epoch_running', 'skip_batches_on_resume', 'unwrap_model',
-           'optim_wrappers']
+           'optim_wrappers', 'eager_only', 'no_validation_after_stop']
 
 _MISSING = object()
 
@@ -129,6 +130,40 @@ def end_training_now(loop: Any, interruptible: bool, log: Callable[[str, int], N
     loop.stop_training = True
     if interruptible:
         raise StopTrainingNow()
+
+
+def eager_only(fn: Callable) -> Callable:
+    """``fn``, run eagerly where it is called from code that ``torch.compile`` traces.
+
+    MMEngine's ``compile=True`` compiles ``train_step``, which calls the wrapper's
+    ``update_params`` and ``step``: traced, the audit's host sync becomes a graph break and
+    the Python state it builds (the event draft) is replayed in part. Every backend traces
+    (``eager`` and ``aot_eager`` too), so the audit is excluded from tracing: it runs as in
+    eager mode, between two compiled pieces of ``train_step``."""
+    disable = getattr(getattr(torch, 'compiler', None), 'disable', None)
+    return disable(fn) if callable(disable) else fn
+
+
+def no_validation_after_stop(runner, patches: InstancePatches, stopped: Callable[[], bool],
+                             log: Callable[[str, int], None]) -> bool:
+    """Once ``stopped()``, the train loop's validation does not run: after a refused
+    checkpoint the model holds NaN/Inf (its metrics are not a result), and after a stop
+    inside an epoch MMEngine would log them under the previous epoch's number. Returns
+    whether the validation loop was patched."""
+    val_loop = getattr(runner, 'val_loop', None)
+    if not callable(getattr(val_loop, 'run', None)):
+        return False
+
+    def make(original):
+        def run(*args, **kwargs):
+            if stopped():
+                log('training was stopped, so the validation that follows is not run; '
+                    'validate the last good checkpoint instead', logging.WARNING)
+                return None
+            return original(*args, **kwargs)
+        return run
+    patches.replace(val_loop, 'run', make)
+    return True
 
 
 def unwrap_model(runner) -> Any:

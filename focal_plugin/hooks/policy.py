@@ -49,6 +49,7 @@ class Action(str, Enum):
     STOPPED = 'stopped'        # training ends gracefully
     RAISED = 'raised'          # NonFiniteTrainingError
     REFUSED = 'refused'        # a checkpoint was not written
+    RESTORED = 'restored'      # non-finite buffers put back from the snapshot, update applied
 
     @property
     def ends_training(self) -> bool:
@@ -71,6 +72,7 @@ class EventKind(str, Enum):
     LOSS = 'loss'              # in the loss only (gradients finite)
     PARAMETER = 'parameter'    # in the weights/buffers after an update
     CHECKPOINT = 'checkpoint'  # in a state about to be saved
+    BUFFER = 'buffer'          # in buffers only (e.g. BatchNorm statistics), gradients finite
 
     @property
     def concerns_update(self) -> bool:
@@ -87,7 +89,7 @@ class RunStatus(str, Enum):
 
 # the counters of the report and the checkpointed state (keys are the public names)
 COUNTERS = ('events', 'skipped', 'sanitized', 'warned', 'amp_overflow', 'escalations',
-            'refused_checkpoints')
+            'refused_checkpoints', 'restored')
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,18 @@ class SanitizerPolicy:
         action = self.corruption_action()
         self._count(action)
         return action
+
+    def on_nonfinite_buffers(self) -> Action:
+        """Buffers went non-finite in the forward passes of an update whose gradients and loss
+        are finite (a finite but huge input overflowing BatchNorm's variance): the snapshot of
+        before those passes is put back under every policy that keeps one, and the finite
+        update goes on; ``warn`` keeps no snapshot and only reports."""
+        self.counters['events'] += 1
+        if self.policy is Policy.WARN:
+            self.counters['warned'] += 1
+            return Action.WARNED
+        self.counters['restored'] += 1
+        return Action.RESTORED
 
     def on_refused_checkpoint(self) -> Action:
         """A checkpoint of a non-finite state was refused; returns what follows."""

@@ -36,6 +36,7 @@ KIND_TEXT = {
     EventKind.LOSS: 'non-finite loss (gradients finite)',
     EventKind.PARAMETER: 'non-finite parameters/buffers after the update',
     EventKind.CHECKPOINT: 'checkpoint with non-finite parameters/buffers',
+    EventKind.BUFFER: 'non-finite buffers after the forward passes (gradients finite)',
 }
 ACTION_TEXT = {
     Action.WARNED: 'update applied (policy warn)',
@@ -44,6 +45,7 @@ ACTION_TEXT = {
     Action.STOPPED: 'training stopped',
     Action.RAISED: 'raising an error',
     Action.REFUSED: 'checkpoint NOT saved',
+    Action.RESTORED: 'buffers restored from before the update, update applied',
 }
 
 

@@ -3,6 +3,7 @@ message of the error it raises. Formats are in :mod:`.report`; logging happens o
 from __future__ import annotations
 
 import logging
+import os.path as osp
 
 from mmengine.logging import print_log
 
@@ -10,13 +11,14 @@ from .errors import NonFiniteTrainingError
 from .policy import Action, EventKind
 from .report import LINE_SUMMARIES, JsonReport, format_event, log_summary
 
-__all__ = ['Reporter', 'MESSAGE_HUB_KEYS']
+__all__ = ['Reporter', 'MESSAGE_HUB_KEYS', 'open_report']
 
 # MessageHub keys; none matches LogProcessor's mean_pattern, so the logs show current values.
 MESSAGE_HUB_KEYS = {
     'events': 'train/nonfinite_events', 'skipped': 'train/nonfinite_skipped',
     'sanitized': 'train/nonfinite_sanitized', 'warned': 'train/nonfinite_warned',
     'amp_overflow': 'train/amp_overflow', 'refused_checkpoints': 'train/refused_checkpoints',
+    'restored': 'train/nonfinite_restored',
 }
 
 
@@ -67,6 +69,15 @@ class Reporter:
                      f"the scale; not counted as divergence ({record['consecutive']} in a row, "
                      f'limit {limit}; {n} in total)')
 
+    def saved_without_open_update(self, path: str | None, first_iter: int, iter: int,
+                                  replaced: list[str]) -> None:
+        """A checkpoint due inside an accumulation window was saved with the buffers of
+        before the window (see :mod:`.checkpoint_guard`)."""
+        self.log(f'the checkpoint at iter {iter} ({path}) holds the buffers of before the open '
+                 f'update (iterations {first_iter}-{iter} so far): its forward passes made '
+                 f'{len(replaced)} buffer(s) non-finite, e.g. {replaced[0]}; the update itself '
+                 'is audited when its window ends', logging.WARNING)
+
     def write(self, counters: dict, last_good_checkpoint: str | None, **fields) -> None:
         self.report.write(counters, last_good_checkpoint=last_good_checkpoint, **fields)
         self._dirty = False
@@ -91,3 +102,15 @@ class Reporter:
         else:
             outcome = 'the weights already hold NaN/Inf; no checkpoint of them was written'
         return NonFiniteTrainingError(f'{message}\n(policy={policy!r}; {outcome})')
+
+
+def open_report(work_dir: str, options, rank: int, world_size: int, resumed: bool) -> Reporter:
+    """The reporter of a run: its JSON report checked writable now, holding the events of the
+    interrupted run when ``resumed``."""
+    path = osp.join(work_dir, options.report_file) if options.report_file else ''
+    report = JsonReport(path, options.as_config(), world_size, options.max_reported_events,
+                        enabled=bool(path) and rank == 0)
+    report.check_writable()
+    if resumed and path:
+        report.load_events(path)  # the events of the interrupted run stay in the report
+    return Reporter(report, rank, options.max_listed)

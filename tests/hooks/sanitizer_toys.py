@@ -13,6 +13,7 @@ import uuid
 
 import torch
 import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
@@ -77,14 +78,96 @@ class ToyModel(BaseModel):
         return losses
 
 
+class SpectralToyModel(ToyModel):
+    """ToyModel with a complex64 parameter: a spectral filter applied after ``rfft`` (the
+    complex parameters of FNO-style layers and learned frequency filters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.spectral = nn.Parameter(torch.ones(3, dtype=torch.complex64))
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        filtered = torch.fft.irfft(torch.fft.rfft(x.float(), dim=1) * self.spectral, n=4, dim=1)
+        return super().forward(filtered.to(x.dtype), data_samples, mode)
+
+
+class GrowingToyModel(ToyModel):
+    """ToyModel whose training may attach a second head (with BatchNorm) mid-run, as
+    progressive unfreezing or a head added by a hook does."""
+
+    def __init__(self):
+        super().__init__()
+        self.extra = None
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        if self.extra is None:
+            return super().forward(inputs, data_samples, mode)
+        x = torch.stack(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        features = self.neck(self.backbone(x))
+        out = self.head(features) + self.extra(features)
+        if mode != 'loss':
+            return out
+        target = torch.stack(list(data_samples['target']))
+        return dict(loss_reg=F.mse_loss(out.float(), target.float()))
+
+
+class AttachHeadHook(Hook):
+    """Attaches ``GrowingToyModel.extra`` before iteration ``at`` (0-based) and adds its
+    parameters to the optimizer as a new param group."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter != self.at:
+            return
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        torch.manual_seed(1)
+        model.extra = nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                                    nn.Linear(8, 1))
+        runner.optim_wrapper.optimizer.add_param_group(
+            dict(params=list(model.extra.parameters())))
+
+
+class ToyMSE(BaseMetric):
+    """Validation metric of the toy regression (a real MMEngine metric, for val loops)."""
+
+    def process(self, data_batch, data_samples) -> None:
+        target = torch.stack(list(data_batch['data_samples']['target']))
+        out = torch.stack([torch.as_tensor(s) for s in data_samples]).float()
+        self.results.append(float(((out - target) ** 2).mean()))
+
+    def compute_metrics(self, results) -> dict:
+        # `validations` only grows: with save_best='validations' every best save is due
+        self.validations = getattr(self, 'validations', 0) + 1
+        return dict(mse=sum(results) / len(results), validations=self.validations)
+
+
+class ValRecordHook(Hook):
+    """The epoch/iteration counters and metrics of every validation (lowest priority)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.validations: list[dict] = []
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.validations.append(dict(epoch=runner.epoch, iter=runner.iter, metrics=metrics))
+
+
 class FaultInjectionHook(Hook):
     """Injects faults at chosen (0-based) iterations.
 
     ``faults`` maps an iteration to one of: ``'grad_nan'``, ``'grad_inf'`` (into the gradient
     of ``param``), ``'loss_nan'``, ``'loss_inf'``, ``'loss_detached_nan'`` (into a loss term),
-    ``'param_nan'`` (into ``param`` itself, in ``before_train_iter``) or
+    ``'param_nan'`` (into ``param`` itself, in ``before_train_iter``),
     ``'param_nan_after_step'`` (in ``after_train_iter``, with a priority above the hook under
-    test). ``ranks`` restricts injection to some ranks.
+    test), ``'input_nan'`` or ``'input_huge'`` (the second sample of this iteration's batch
+    only: a NaN pixel, or the whole sample times 1e30, finite). ``ranks`` restricts injection
+    to some ranks.
     """
 
     priority = 'HIGH'
@@ -122,6 +205,13 @@ class FaultInjectionHook(Hook):
         elif fault == 'param_nan':
             with torch.no_grad():
                 self._target(runner).view(-1)[0] = NAN
+        elif fault in ('input_nan', 'input_huge'):
+            inputs = data_batch['inputs']  # a copy: the dataset's tensor stays clean
+            inputs[1] = inputs[1].clone()
+            if fault == 'input_nan':
+                inputs[1][0] = NAN
+            else:
+                inputs[1].mul_(1e30)
         self.injected.append((runner.iter, fault))
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
@@ -189,6 +279,8 @@ def make_runner(work_dir: str,
                 dataset_size: int = 64,
                 dataset: Dataset | None = None,
                 checkpoint_by_epoch: bool | None = None,
+                val: bool = False,
+                save_best: str | None = None,
                 **runner_kwargs) -> Runner:
     """A real Runner around the toy model; ``hook`` is the GradientSanitizerHook config."""
     model = model if model is not None else build_model()
@@ -196,6 +288,13 @@ def make_runner(work_dir: str,
     train_cfg = (dict(by_epoch=True, max_epochs=max_epochs) if by_epoch else
                  dict(by_epoch=False, max_iters=max_iters))
     custom_hooks = ([hook] if hook is not None else []) + list(extra_hooks)
+    if val:  # validate after every epoch / every checkpoint_interval iterations
+        runner_kwargs.update(
+            val_dataloader=dict(dataset=ToyDataset(8, seed=1),
+                                sampler=dict(type='DefaultSampler', shuffle=False),
+                                batch_size=4, num_workers=0),
+            val_evaluator=[ToyMSE()], val_cfg=dict())
+        train_cfg['val_interval'] = 1 if by_epoch else checkpoint_interval
     return Runner(
         model=model,
         work_dir=work_dir,
@@ -211,7 +310,8 @@ def make_runner(work_dir: str,
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', interval=checkpoint_interval,
                             by_epoch=by_epoch if checkpoint_by_epoch is None
-                            else checkpoint_by_epoch, max_keep_ckpts=max_keep_ckpts),
+                            else checkpoint_by_epoch, max_keep_ckpts=max_keep_ckpts,
+                            save_best=save_best, rule='greater' if save_best else None),
             logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=custom_hooks,
         randomness=dict(seed=0),
@@ -230,7 +330,8 @@ def model_state(runner: Runner) -> dict:
 
 
 def all_finite(state: dict) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+    return all(bool(torch.isfinite(v).all()) for v in state.values()
+               if v.is_floating_point() or v.is_complex())
 
 
 def checkpoints(work_dir: str) -> list[str]:

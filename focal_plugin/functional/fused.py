@@ -29,6 +29,7 @@ from .compile_backend import (
     get_fused_backend,
     set_fused_backend,
     warm_up,
+    worth_compiling,
 )
 from .fused_kernels import KERNELS, LOSS_ONLY
 
@@ -51,8 +52,8 @@ def _serving(x: Tensor, targets: Tensor, loss: str) -> Optional[tuple]:
                                                                      torch.float64):
         return None
     name = _kernel_name(x, targets, loss)
-    if backend == 'eager' or torch.compiler.is_compiling():
-        return name, KERNELS[name]
+    if backend == 'eager' or torch.compiler.is_compiling() or not worth_compiling(x):
+        return name, KERNELS[name]  # (small CPU calls: compiling cannot pay off there)
     kernel = compiled_kernel(name, x.dtype, x.device.type, block=backend != 'auto')
     return None if kernel is None else (name, kernel)
 

@@ -134,7 +134,7 @@ _WATCHER = _AfterImport()
 def when_imported(module: str, callback: Callable[[], None]) -> None:
     """Call ``callback()`` now if ``module`` is imported, else right after it is first
     imported (by anyone). Never imports ``module`` itself."""
-    if module in sys.modules:
+    if sys.modules.get(module) is not None:  # (None: an import blocked on purpose)
         callback()
         return
     _WATCHER.callbacks.setdefault(module, []).append(callback)

@@ -49,9 +49,10 @@ __all__ = ['BACKENDS', 'CPU_COMPILE_MIN_NUMEL', 'set_fused_backend', 'get_fused_
 
 BACKENDS = ('compile', 'auto', 'eager', 'off')
 # Below this many elements a CPU call runs the kernels uncompiled. Measured (1 thread,
-# tools/compile_crossover.py, README "The fast path"): the compiled focal kernel catches up
-# with the uncompiled paths near 1e4 elements and is 0.7x of them at 4e4; under that it saves
-# at most ~0.1 ms per call, which would take ~1e5 calls to repay a 10 s cold compilation.
+# tools/compile_crossover.py, README "The fast path"): the compiled focal kernel only catches
+# up with the uncompiled paths near 1e4 elements and is 0.78x of them at 3.2e4; below the
+# threshold it saves at most 0.12 ms per call (QFL 0.6 ms), 8e4 (2e4) calls to repay a 10 s
+# compilation.
 CPU_COMPILE_MIN_NUMEL = 1 << 15
 _logger = logging.getLogger(__name__)
 

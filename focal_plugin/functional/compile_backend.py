@@ -73,16 +73,18 @@ def _compiler_cache_dir() -> str:
             tempfile.gettempdir(), 'torchinductor_<user>')
 
 
-def _announce(name: str, dtype: torch.dtype, device: str) -> None:
+def _announce(name: str, dtype: torch.dtype, device: str, blocking: bool) -> None:
     """The one line a user sees before the stall: what, how long, where, how to avoid it."""
     family = name.split('_loss')[0]  # hard / soft (focal), quality (QFL), vfl
     took = ('about 10-20 s with an empty compiler cache, 3-10 s with a warm one'
             if device == 'cpu' else 'seconds; tools/gpu_check.sh measures it')
+    how = ('a one-time stall per process' if blocking else
+           'in the background; the autograd formulation serves meanwhile')
     _logger.info(
         "focal_plugin: compiling the fused '%s' focal-loss kernels for %s %s with torch.compile "
-        '(a one-time stall per process, %s; compiler cache: %s). FOCAL_PLUGIN_FUSED=eager or off '
-        'skips compiling (slower at large inputs: README "The fast path").',
-        family, device, str(dtype).replace('torch.', ''), took, _compiler_cache_dir())
+        '(%s, %s; compiler cache: %s). FOCAL_PLUGIN_FUSED=eager or off skips compiling '
+        '(slower at large inputs: README "The fast path").',
+        family, device, str(dtype).replace('torch.', ''), how, took, _compiler_cache_dir())
 
 
 class CompiledKernels:
@@ -130,16 +132,16 @@ class CompiledKernels:
                     self.worker = None
                     return
                 key = self.todo.pop(0)
-            self._build(key)
+            self._build(key, blocking=False)
 
-    def _build(self, key: tuple) -> None:
+    def _build(self, key: tuple, blocking: bool = True) -> None:
         if key in self.ready:
             return
         name, dtype, device = key
         family = (name.split('_loss')[0], device)
         if family not in self._announced:
             self._announced.add(family)
-            _announce(name, dtype, device)
+            _announce(name, dtype, device, blocking)
         try:
             compiled = torch.compile(KERNELS[name], dynamic=True)
             with torch.no_grad():  # as inside autograd.Function.forward: same guards

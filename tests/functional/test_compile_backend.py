@@ -122,7 +122,7 @@ def test_exit_during_a_background_compilation_is_clean(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == 'done'
+    assert 'done' in out.stdout.splitlines()
     assert 'Fatal' not in out.stderr and 'compiling the fused' not in out.stderr, out.stderr
 
 
@@ -199,6 +199,7 @@ def test_same_input_same_bits_whatever_ran_before(monkeypatch, order):
     assert small_compiled[1].shape == (160,)
 
 
+@pytest.mark.slow  # two fresh interpreters, one compiling: ~40 s on the 2-core machine
 def test_the_rule_holds_in_a_fresh_process_after_a_large_call(tmp_path):
     """A small call gives the same bits in a process that compiled nothing and in one that
     compiled the kernels for a large call first (the real threshold, default backend)."""
@@ -223,7 +224,7 @@ def test_the_rule_holds_in_a_fresh_process_after_a_large_call(tmp_path):
         out = subprocess.run([sys.executable, str(script), order, str(path)], env=env,
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
-        outs.append((out.stdout.strip(), torch.load(path)))
+        outs.append((out.stdout.strip().splitlines()[-1], torch.load(path)))
     assert outs[0][0] == '[]' and outs[1][0] == "['hard_loss_and_grad']"
     assert torch.equal(outs[0][1], outs[1][1])
 

@@ -15,8 +15,9 @@ Backends (``FOCAL_PLUGIN_FUSED`` environment variable, or :func:`set_fused_backe
   call against a stall of seconds (an MMPretrain head's 16 x 10 logits). The rule is by size,
   never by timing, so a given call always takes the same path and stays bit-reproducible.
 - ``'auto'``: compile in a background thread while the autograd reference serves the first
-  calls (no stall; small CPU calls as under ``'compile'``). The switch happens at a step that depends on the machine's speed, so two
-  runs of the same seed differ after it: for interactive work, not for results.
+  calls (no stall; small CPU calls as under ``'compile'``). The switch happens at a step that
+  depends on the machine's speed, so two runs of the same seed differ after it: for
+  interactive work, not for results.
 - ``'eager'``: the same kernels without compilation: the same memory saving, but slower than
   the reference on CPU (each op makes its own pass over memory).
 - ``'off'``: always the autograd reference.

@@ -1,15 +1,16 @@
-"""Generate the offline detection dataset "shapes" (COCO JSON + PNG images).
+"""Generate the offline dataset "shapes" (images, COCO JSON, label maps).
 
     .venv/bin/python tools/make_shapes_dataset.py --out data/shapes --seed 0
 
-The shapes configs also generate it on first use (``ShapesCocoDataset``); this CLI is for
-other sizes, seeds or locations. The generator lives in ``focal_plugin/detection/shapes.py``.
+The detection configs also generate it on first use (``ShapesCocoDataset``); this CLI is for
+the MMSegmentation config (label maps in ``{split}_seg/``) and for other sizes, seeds or
+locations. The generator is ``focal_plugin/datasets/shapes_data.py`` (numpy and PIL only).
 """
 import argparse
 import time
 
 from focal_plugin.cli import HelpFormatter
-from focal_plugin.detection.shapes import make_shapes_dataset
+from focal_plugin.datasets.shapes_data import make_shapes_dataset
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ the ``'none'`` form's gradient is NaN.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ._common import compute_dtype, reduce
 from .stabilizer import modulating_factor
-from .targets import check_label_range
+from .targets import check_label_range, check_probability_targets
 from .validation import (
     check_class_vector,
     check_eps,
@@ -36,7 +36,8 @@ from .validation import (
     not_ignored,
 )
 
-__all__ = ['softmax_focal_loss', 'softmax_margin', 'log1m_softmax']
+__all__ = ['softmax_focal_loss', 'softmax_focal_terms', 'target_distribution',
+           'softmax_margin', 'log1m_softmax']
 
 
 def softmax_margin(logits: Tensor, dim: int = 1) -> Tensor:
@@ -85,37 +86,96 @@ def softmax_focal_loss(inputs: Tensor,
 
     Args:
         inputs: logits ``(N, C)`` or ``(N, C, d1, d2, ...)``, C >= 2.
-        targets: class indices ``(N,)`` / ``(N, d1, ...)`` in ``[0, C)``, or ``ignore_index``.
+        targets: class indices ``(N,)`` / ``(N, d1, ...)`` in ``[0, C)``, or ``ignore_index``;
+            or, as ``F.cross_entropy`` takes them, class probabilities of ``inputs``' shape
+            (Mixup / CutMix / soft labels; ``ignore_index`` does not apply to them).
         alpha: ``None``, a scalar, or one weight per class (alpha_c in the paper).
         gamma: focusing parameter, >= 0.
         reduction: ``'none'`` (per-element, ignored elements are 0) | ``'mean'`` (over the
             non-ignored elements; 0 if there are none) | ``'sum'``.
         class_weight: optional per-class weights (as ``F.cross_entropy``'s ``weight``).
         ignore_index: label that contributes neither loss nor gradient.
-        label_smoothing: in [0, 1); the target becomes ``(1 - ls) * onehot + ls / C``.
+        label_smoothing: in [0, 1); the target becomes ``(1 - ls) * q + ls / C``.
         stabilizer, eps: see :mod:`focal_plugin.functional.stabilizer`.
+
+    Example::
+
+        >>> x = torch.tensor([[30.0, 0.0, -30.0]], requires_grad=True)  # a saturated softmax
+        >>> softmax_focal_loss(x, torch.tensor([0]), gamma=0.5).backward()
+        >>> bool(torch.isfinite(x.grad).all())           # 'none' would give NaN here
+        True
     """
-    check_logits(inputs)
-    if inputs.ndim < 2 or inputs.shape[1] < 2:
-        raise ValueError(f'inputs must be (N, C, ...) logits with C >= 2 classes, got shape '
-                         f'{tuple(inputs.shape)}')
-    check_index_labels(targets)
-    expected = (inputs.shape[0],) + tuple(inputs.shape[2:])
-    if tuple(targets.shape) != expected:
-        raise ValueError(f'targets must have shape {expected} for inputs of shape '
-                         f'{tuple(inputs.shape)}, got {tuple(targets.shape)}')
-    gamma = check_exponent(gamma, 'gamma')
     check_reduction(reduction)
+    loss, valid = softmax_focal_terms(inputs, targets, alpha, gamma, class_weight=class_weight,
+                                      ignore_index=ignore_index,
+                                      label_smoothing=label_smoothing, stabilizer=stabilizer,
+                                      eps=eps)
+    if reduction == 'mean':
+        return loss.sum() / valid.sum().clamp(min=1)
+    return reduce(loss, reduction)
+
+
+def target_distribution(inputs: Tensor, targets: Tensor, ignore_index: int,
+                        label_smoothing: float, names: Tuple[str, str]) -> Tuple[Tensor, Tensor]:
+    """``(q, valid)``: the target distribution over classes (N, C, ...) and the mask of the
+    elements that count (N, ...), from class indices or from probabilities."""
+    num_classes = inputs.shape[1]
+    if isinstance(targets, Tensor) and targets.is_floating_point() and \
+            targets.shape == inputs.shape:  # probabilities, as F.cross_entropy takes them
+        check_probability_targets(targets, names[1])
+        q = targets.to(inputs.dtype)
+        valid = torch.ones(targets.shape[:1] + targets.shape[2:], dtype=torch.bool,
+                           device=targets.device)
+    else:
+        if isinstance(targets, Tensor) and targets.is_floating_point():
+            raise TypeError(f'{names[1]} must be integer class indices of shape '
+                            f'{(inputs.shape[0],) + tuple(inputs.shape[2:])} or class '
+                            f'probabilities of the shape of {names[0]} '
+                            f'{tuple(inputs.shape)}, got {targets.dtype} '
+                            f'{tuple(targets.shape)}')
+        check_index_labels(targets, names[1])
+        expected = (inputs.shape[0],) + tuple(inputs.shape[2:])
+        if tuple(targets.shape) != expected:
+            raise ValueError(f'{names[1]} must have shape {expected} (class indices) or '
+                             f'{tuple(inputs.shape)} (probabilities) for {names[0]} of shape '
+                             f'{tuple(inputs.shape)}, got {tuple(targets.shape)}')
+        valid = not_ignored(targets, ignore_index)
+        labels = torch.where(valid, targets, 0)
+        check_label_range(labels, 0, num_classes - 1, names[1],
+                          f' (class indices; or ignore_index={ignore_index})')
+        # one-hot by comparison, not F.one_hot: no host sync, a bad label never indexes memory
+        classes = torch.arange(num_classes, device=inputs.device)
+        q = (labels.unsqueeze(1) == classes.view((1, -1) + (1,) * (inputs.ndim - 2))).to(
+            inputs.dtype)
+    if label_smoothing > 0:
+        q = q * (1 - label_smoothing) + label_smoothing / num_classes
+    return q, valid
+
+
+def softmax_focal_terms(inputs: Tensor, targets: Tensor,
+                        alpha: Union[float, Sequence[float], Tensor, None] = None,
+                        gamma: float = 2.0, *,
+                        class_weight: Union[Sequence[float], Tensor, None] = None,
+                        ignore_index: int = -100, label_smoothing: float = 0.0,
+                        stabilizer: str = 'exact', eps: float = 1e-3,
+                        names: Tuple[str, str] = ('inputs', 'targets')
+                        ) -> Tuple[Tensor, Tensor]:
+    """The element-wise softmax focal loss (N, ...) with ignored elements 0, and the mask of
+    the elements that count: :func:`softmax_focal_loss` before its reduction. ``names``: the
+    caller's names of (inputs, targets) for error messages (the loss modules say pred,
+    target)."""
+    check_logits(inputs, names[0])
+    if inputs.ndim < 2 or inputs.shape[1] < 2:
+        raise ValueError(f'{names[0]} must be (N, C, ...) logits with C >= 2 classes, got '
+                         f'shape {tuple(inputs.shape)}')
+    gamma = check_exponent(gamma, 'gamma')
     check_stabilizer(stabilizer)
     eps = check_eps(eps)
     label_smoothing = check_probability(label_smoothing, 'label_smoothing', open_above=True)
     ignore_index = check_ignore_index(ignore_index)
     num_classes = inputs.shape[1]
-    valid = not_ignored(targets, ignore_index)
-    labels = torch.where(valid, targets, 0)
-    check_label_range(labels, 0, num_classes - 1, 'targets',
-                      f' (class indices; or ignore_index={ignore_index})')
     x = inputs.to(compute_dtype(inputs))
+    q, valid = target_distribution(x, targets, ignore_index, label_smoothing, names)
     class_vectors = [check_class_vector(v, num_classes, name, x)
                      for name, v in (('alpha', alpha), ('class_weight', class_weight))]
     if stabilizer == 'exact':  # the true loss: exact log p and log(1 - p) from the margin
@@ -127,17 +187,9 @@ def softmax_focal_loss(inputs: Tensor,
         forms = {}
     factor = modulating_factor(gamma, stabilizer, eps,
                                base=lambda: 1 - torch.softmax(x, dim=1), **forms)
-    # one-hot by comparison, not F.one_hot: no host sync, a bad label never indexes memory
-    classes = torch.arange(num_classes, device=x.device).view((1, -1) + (1,) * (x.ndim - 2))
-    q = (labels.unsqueeze(1) == classes).to(x.dtype)
-    if label_smoothing > 0:
-        q = q * (1 - label_smoothing) + label_smoothing / num_classes
     per_class = -q * factor * log_p
     shape = (1, num_classes) + (1,) * (inputs.ndim - 2)
     for vec in class_vectors:
         if vec is not None:
             per_class = per_class * vec.view(shape)
-    loss = per_class.sum(dim=1) * valid
-    if reduction == 'mean':
-        return loss.sum() / valid.sum().clamp(min=1)
-    return reduce(loss, reduction)
+    return per_class.sum(dim=1) * valid, valid

@@ -39,7 +39,7 @@ the gradient of the power is defined as 0 (see :func:`.stabilizer.zero_safe_pow`
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,19 +53,23 @@ from .validation import (
     check_choice,
     check_eps,
     check_exponent,
+    check_flag,
     check_ignore_index,
     check_index_labels,
     check_logits,
     check_positive,
     check_probability,
+    check_reduction,
     check_stabilizer,
+    check_weight_tensor,
     not_ignored,
 )
 
 __all__ = ['asymmetric_focal_loss', 'focal_tversky_loss', 'unified_focal_loss',
-           'UFL_VARIANTS']
+           'unified_family_loss', 'UFL_VARIANTS']
 
 UFL_VARIANTS = ('asymmetric', 'symmetric')
+NAMES = ('inputs', 'targets', 'pixel_weight')  # (the loss modules pass their own names)
 
 
 def _class_log_probs(x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -77,21 +81,24 @@ def _class_log_probs(x: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def _check(inputs: Tensor, targets: Tensor, delta: float, gamma: float, variant: str,
-           ignore_index: int, stabilizer: str, eps: float,
-           tversky: bool = True) -> Tuple[Tensor, Tensor, int]:
-    """Validate once for every component; returns (one-hot targets, valid mask, classes).
-    ``tversky``: a Tversky term is computed, so gamma <= 1 (its exponent is 1 - gamma); the
-    focal component alone takes any gamma >= 0 (the authors' default there is 2)."""
-    check_logits(inputs)
+           ignore_index: int, stabilizer: str, eps: float, tversky: bool = True,
+           pixel_weight: Optional[Tensor] = None,
+           names: Tuple[str, str, str] = NAMES) -> Tuple[Tensor, Tensor, Tensor]:
+    """Validate once for every component; returns (one-hot targets, valid mask, pixel mask:
+    the valid mask times ``pixel_weight``). ``tversky``: a Tversky term is computed, so
+    gamma <= 1 (its exponent is 1 - gamma); the focal component alone takes any gamma >= 0
+    (the authors' default there is 2). ``names``: the caller's names of (inputs, targets,
+    pixel_weight) for error messages."""
+    check_logits(inputs, names[0])
     if inputs.ndim < 3:
-        raise ValueError('inputs must be (N, C, d1, ...) segmentation logits, got shape '
+        raise ValueError(f'{names[0]} must be (N, C, d1, ...) segmentation logits, got shape '
                          f'{tuple(inputs.shape)}')
-    check_index_labels(targets)
+    check_index_labels(targets, names[1])
     expected = (inputs.shape[0],) + tuple(inputs.shape[2:])
     if targets.ndim == inputs.ndim and targets.shape[1] == 1:
         targets = targets.squeeze(1)  # (N, 1, H, W) masks are accepted too
     if tuple(targets.shape) != expected:
-        raise ValueError(f'targets must have shape {expected} for inputs '
+        raise ValueError(f'{names[1]} must have shape {expected} for {names[0]} '
                          f'{tuple(inputs.shape)}, got {tuple(targets.shape)}')
     check_probability(delta, 'delta')
     check_exponent(gamma, 'gamma')
@@ -105,16 +112,33 @@ def _check(inputs: Tensor, targets: Tensor, delta: float, gamma: float, variant:
     num_classes = max(inputs.shape[1], 2)
     valid = not_ignored(targets, ignore_index)
     labels = torch.where(valid, targets, 0)
-    check_label_range(labels, 0, num_classes - 1, 'targets',
+    check_label_range(labels, 0, num_classes - 1, names[1],
                       f' (class indices; or ignore_index={ignore_index})')
     # one-hot by comparison, not F.one_hot: no host sync, a bad label never indexes memory
     classes = torch.arange(num_classes, device=labels.device)
     onehot = labels.unsqueeze(1) == classes.view((1, -1) + (1,) * (labels.ndim - 1))
-    return onehot, valid, num_classes
+    return onehot, valid, _pixel_mask(valid, pixel_weight, names[2])
 
 
-def _focal_part(x: Tensor, onehot: Tensor, valid: Tensor, delta: float, gamma: float,
-                symmetric: bool, stabilizer: str, eps: float) -> Tensor:
+def _pixel_mask(valid: Tensor, pixel_weight: Optional[Tensor], name: str) -> Tensor:
+    """What each pixel counts for: 1 (0 if ignored), times its weight if one is given (an
+    OHEM sampler's 0/1 choice, a boundary weight map). Weights are (N, d1, ...) like the
+    labels, or (N, 1, d1, ...)."""
+    if pixel_weight is None:
+        return valid
+    check_weight_tensor(pixel_weight, name)
+    if pixel_weight.ndim == valid.ndim + 1 and pixel_weight.shape[1] == 1:
+        pixel_weight = pixel_weight.squeeze(1)
+    if pixel_weight.shape != valid.shape:
+        raise ValueError(f'{name} must be one weight per pixel, of shape '
+                         f'{tuple(valid.shape)} (the labels\' shape), got '
+                         f'{tuple(pixel_weight.shape)}')
+    return valid * pixel_weight
+
+
+def _focal_part(x: Tensor, onehot: Tensor, valid: Tensor, mask: Tensor, delta: float,
+                gamma: float, symmetric: bool, stabilizer: str, eps: float,
+                reduction: str = 'mean', avg_non_ignore: bool = True) -> Tensor:
     log_p, log_1mp = _class_log_probs(x)
     factor = modulating_factor(gamma, stabilizer, eps,
                                base=lambda: 1 - torch.exp(log_p),
@@ -127,14 +151,20 @@ def _focal_part(x: Tensor, onehot: Tensor, valid: Tensor, delta: float, gamma: f
     modulated[1:] = symmetric  # background always suppressed; foreground only if symmetric
     shape = (1, -1) + (1,) * (x.ndim - 2)
     per_class = torch.where(modulated.view(shape), factor * ce, ce) * class_weight.view(shape)
-    per_pixel = per_class.sum(dim=1) * valid
-    return per_pixel.sum() / valid.sum().clamp(min=1)
+    per_pixel = per_class.sum(dim=1) * mask
+    if reduction == 'none':
+        return per_pixel
+    if reduction == 'sum':
+        return per_pixel.sum()
+    # the mean over the pixels that count (mmseg's avg_non_ignore) or over all of them
+    count = valid.sum().clamp(min=1) if avg_non_ignore else max(valid.numel(), 1)
+    return per_pixel.sum() / count
 
 
-def _tversky_part(x: Tensor, onehot: Tensor, valid: Tensor, delta: float, gamma: float,
+def _tversky_part(x: Tensor, onehot: Tensor, mask: Tensor, delta: float, gamma: float,
                   symmetric: bool, smooth: float, stabilizer: str, eps: float) -> Tensor:
     log_p, log_1mp = _class_log_probs(x.double())
-    mask = valid.unsqueeze(1).double()
+    mask = mask.unsqueeze(1).double()
     y = onehot.double() * mask
     p = torch.exp(log_p) * mask
     dims = tuple(range(2, x.ndim))
@@ -156,44 +186,74 @@ def _tversky_part(x: Tensor, onehot: Tensor, valid: Tensor, delta: float, gamma:
 
 def asymmetric_focal_loss(inputs: Tensor, targets: Tensor, delta: float = 0.6,
                           gamma: float = 0.5, *, variant: str = 'asymmetric',
-                          ignore_index: int = 255, stabilizer: str = 'exact',
-                          eps: float = 1e-3) -> Tensor:
-    """The focal (distribution-based) component, mean over non-ignored pixels (any
-    ``gamma >= 0``: without the Tversky term nothing limits it to [0, 1])."""
-    onehot, valid, _ = _check(inputs, targets, delta, gamma, variant, ignore_index,
-                              stabilizer, eps, tversky=False)
-    x = inputs.to(compute_dtype(inputs))
-    return _focal_part(x, onehot, valid, delta, gamma, variant == 'symmetric', stabilizer,
-                       eps)
+                          ignore_index: int = 255, pixel_weight: Optional[Tensor] = None,
+                          reduction: str = 'mean', avg_non_ignore: bool = True,
+                          stabilizer: str = 'exact', eps: float = 1e-3) -> Tensor:
+    """The focal (distribution-based) component (any ``gamma >= 0``: without the Tversky
+    term nothing limits it to [0, 1]). ``reduction``: ``'mean'`` over the non-ignored pixels
+    (over all pixels with ``avg_non_ignore=False``, mmseg's legacy mean), ``'sum'``, or
+    ``'none'``: the per-pixel loss (N, d1, ...), 0 where ignored. ``pixel_weight``: optional
+    per-pixel weights (N, d1, ...)."""
+    return unified_family_loss('focal', inputs, targets, 0.0, delta, gamma, variant=variant,
+                               ignore_index=ignore_index, pixel_weight=pixel_weight,
+                               reduction=reduction, avg_non_ignore=avg_non_ignore,
+                               stabilizer=stabilizer, eps=eps)
 
 
 def focal_tversky_loss(inputs: Tensor, targets: Tensor, delta: float = 0.6,
                        gamma: float = 0.5, *, variant: str = 'asymmetric',
-                       ignore_index: int = 255, smooth: float = 1e-7,
-                       stabilizer: str = 'exact', eps: float = 1e-3) -> Tensor:
-    """The focal Tversky (region-based) component, mean over images and classes."""
-    smooth = check_positive(smooth, 'smooth')
-    onehot, valid, _ = _check(inputs, targets, delta, gamma, variant, ignore_index,
-                              stabilizer, eps)
-    x = inputs.to(compute_dtype(inputs))
-    return _tversky_part(x, onehot, valid, delta, gamma, variant == 'symmetric', smooth,
-                         stabilizer, eps)
+                       ignore_index: int = 255, pixel_weight: Optional[Tensor] = None,
+                       smooth: float = 1e-7, stabilizer: str = 'exact',
+                       eps: float = 1e-3) -> Tensor:
+    """The focal Tversky (region-based) component, mean over images and classes.
+    ``pixel_weight`` scales each pixel's share of TP, FP and FN."""
+    return unified_family_loss('tversky', inputs, targets, 1.0, delta, gamma, variant=variant,
+                               ignore_index=ignore_index, pixel_weight=pixel_weight,
+                               smooth=smooth, stabilizer=stabilizer, eps=eps)
 
 
 def unified_focal_loss(inputs: Tensor, targets: Tensor, weight: float = 0.5,
                        delta: float = 0.6, gamma: float = 0.5, *,
                        variant: str = 'asymmetric', ignore_index: int = 255,
+                       pixel_weight: Optional[Tensor] = None, avg_non_ignore: bool = True,
                        smooth: float = 1e-7, stabilizer: str = 'exact',
                        eps: float = 1e-3) -> Tensor:
-    """``weight * focal_tversky + (1 - weight) * asymmetric_focal`` (a scalar)."""
-    check_probability(weight, 'weight (lambda)')
-    smooth = check_positive(smooth, 'smooth')
-    onehot, valid, _ = _check(inputs, targets, delta, gamma, variant, ignore_index,
-                              stabilizer, eps)
+    """``weight * focal_tversky + (1 - weight) * asymmetric_focal`` (a scalar). ``weight`` is
+    the paper's lambda (a number); per-pixel weights are ``pixel_weight``."""
+    return unified_family_loss('unified', inputs, targets, weight, delta, gamma,
+                               variant=variant, ignore_index=ignore_index,
+                               pixel_weight=pixel_weight, avg_non_ignore=avg_non_ignore,
+                               smooth=smooth, stabilizer=stabilizer, eps=eps)
+
+
+def unified_family_loss(part: str, inputs: Tensor, targets: Tensor, lam: float, delta: float,
+                        gamma: float, *, variant: str, ignore_index: int,
+                        pixel_weight: Optional[Tensor] = None, reduction: str = 'mean',
+                        avg_non_ignore: bool = True, smooth: float = 1e-7,
+                        stabilizer: str = 'exact', eps: float = 1e-3,
+                        names: Tuple[str, str, str] = NAMES) -> Tensor:
+    """The one body of the three losses above: ``part`` is 'focal', 'tversky' or 'unified'
+    (``lam * tversky + (1 - lam) * focal``). ``names``: the caller's names of (inputs,
+    targets, pixel_weight) in error messages (the loss modules say pred, target, weight)."""
+    check_probability(lam, 'weight (lambda)')
+    check_reduction(reduction)
+    if part != 'focal' and reduction != 'mean':
+        raise ValueError(f'reduction must be \'mean\' for a loss with a Tversky term (a region '
+                         f'term has no per-pixel value), got {reduction!r}')
+    avg_non_ignore = check_flag(avg_non_ignore, 'avg_non_ignore')
+    if part != 'focal':
+        smooth = check_positive(smooth, 'smooth')
+    onehot, valid, mask = _check(inputs, targets, delta, gamma, variant, ignore_index,
+                                 stabilizer, eps, tversky=part != 'focal',
+                                 pixel_weight=pixel_weight, names=names)
     x = inputs.to(compute_dtype(inputs))
     symmetric = variant == 'symmetric'
-    tversky = _tversky_part(x, onehot, valid, delta, gamma, symmetric, smooth, stabilizer,
-                            eps)
-    focal = _focal_part(x, onehot, valid, delta, gamma, symmetric, stabilizer, eps)
-    return weight * tversky + (1 - weight) * focal
-
+    focal = tversky = 0.0
+    if part != 'tversky':
+        focal = _focal_part(x, onehot, valid, mask, delta, gamma, symmetric, stabilizer, eps,
+                            reduction, avg_non_ignore)
+    if part != 'focal':
+        tversky = _tversky_part(x, onehot, mask, delta, gamma, symmetric, smooth, stabilizer,
+                                eps)
+    return tversky if part == 'tversky' else focal if part == 'focal' else \
+        lam * tversky + (1 - lam) * focal

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
 from ..functional import quality_focal_loss, varifocal_loss
@@ -19,6 +18,7 @@ from ..functional.validation import (
 )
 from ..registry import register_model
 from ._contract import resolve_reduction, set_common_arguments, weighted_reduce
+from ._frameworks import FrameworkLoss
 
 __all__ = ['StableQualityFocalLoss', 'StableVarifocalLoss']
 
@@ -50,7 +50,7 @@ def dense_quality_target(pred: Tensor, target: Tuple[Tensor, Tensor]) -> Tensor:
 
 
 @register_model
-class StableQualityFocalLoss(nn.Module):
+class StableQualityFocalLoss(FrameworkLoss):
     """QFL with a ``stabilizer``; mmdet ``QualityFocalLoss`` contract.
 
     ``target`` is either mmdet's tuple ``(labels, scores)`` or a dense score tensor of
@@ -58,6 +58,7 @@ class StableQualityFocalLoss(nn.Module):
     element-wise loss is summed over classes, then weighted
     per sample and reduced as mmdet does.
     """
+    default_loss_name = 'loss_qfl'
 
     def __init__(self,
                  use_sigmoid: bool = True,
@@ -66,8 +67,9 @@ class StableQualityFocalLoss(nn.Module):
                  loss_weight: float = 1.0,
                  activated: bool = False,
                  stabilizer: str = 'exact',
-                 eps: float = 1e-3) -> None:
-        super().__init__()
+                 eps: float = 1e-3,
+                 loss_name: Optional[str] = None) -> None:
+        super().__init__(loss_name)
         if use_sigmoid is not True:
             raise DropInError('use_sigmoid must be True: only sigmoid QFL is supported')
         self.use_sigmoid = True
@@ -94,8 +96,9 @@ class StableQualityFocalLoss(nn.Module):
 
 
 @register_model
-class StableVarifocalLoss(nn.Module):
+class StableVarifocalLoss(FrameworkLoss):
     """VFL with a ``stabilizer``; mmdet ``VarifocalLoss`` contract (target: (N, C) scores)."""
+    default_loss_name = 'loss_vfl'
 
     def __init__(self,
                  use_sigmoid: bool = True,
@@ -105,8 +108,9 @@ class StableVarifocalLoss(nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  stabilizer: str = 'exact',
-                 eps: float = 1e-3) -> None:
-        super().__init__()
+                 eps: float = 1e-3,
+                 loss_name: Optional[str] = None) -> None:
+        super().__init__(loss_name)
         if use_sigmoid is not True:
             raise DropInError('use_sigmoid must be True: only sigmoid varifocal loss exists')
         self.use_sigmoid = True

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DETECTION_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'retinanet', '*.py')) +
@@ -31,8 +32,8 @@ def test_generator_is_deterministic_and_writes_valid_coco(tmp_path):
     with open(a['train']) as fa, open(b['train']) as fb, open(c['train']) as fc:
         ja, jb, jc = json.load(fa), json.load(fb), json.load(fc)
     assert ja == jb and ja != jc
-    img_a = np.asarray(shapes.Image.open(tmp_path / 'a' / 'train' / '000001.png'))
-    img_b = np.asarray(shapes.Image.open(tmp_path / 'b' / 'train' / '000001.png'))
+    img_a = np.asarray(Image.open(tmp_path / 'a' / 'train' / '000001.png'))
+    img_b = np.asarray(Image.open(tmp_path / 'b' / 'train' / '000001.png'))
     assert np.array_equal(img_a, img_b)
     coco = COCO(a['train'])  # pycocotools accepts it
     assert len(coco.getImgIds()) == 6 and len(coco.getAnnIds()) > 0

@@ -90,7 +90,14 @@ BAD: Dict[str, list] = {
                ('list', [[0.0] * 3] * 6, TypeError)],
     'report_file': [('int', 3, TypeError), ('empty', '', TypeError)],
     'policy': [('unknown', 'magic', ValueError), ('None', None, ValueError)],
+    'loss_name': [('int', 3, TypeError), ('no loss_ prefix', 'ufl', ValueError),
+                  ('prefix elsewhere', 'my_loss', ValueError)],
 }
+# None is the default (a value chosen by the module) where these kinds apply
+BAD['probability_or_none'] = [c for c in BAD['probability'] if c[0] != 'None']
+BAD['ignore_index_or_none'] = [c for c in BAD['ignore_index'] if c[0] != 'None']
+# the region losses are normalised per pixel and per image and class: no avg_factor at all
+BAD['no_avg_factor'] = [('number', 3.0, TypeError), ('tensor', torch.tensor(3.0), TypeError)]
 # the kind of each parameter name; per-entry overrides below
 KINDS = {
     'gamma': 'exponent', 'beta': 'exponent', 'alpha': 'alpha', 'delta': 'probability',
@@ -106,6 +113,8 @@ KINDS = {
     'max_consecutive': 'count_or_none', 'max_consecutive_overflow': 'count_or_none',
     'check_loss': 'flag', 'check_params': 'flag', 'localize': 'flag',
     'protect_checkpoints': 'flag', 'report_file': 'report_file',
+    'loss_name': 'loss_name', 'use_mask': 'flag', 'avg_non_ignore': 'flag',
+    'pixel_weight': 'seg_weight', 'tversky_weight': 'probability_or_none',
 }
 SEG_TARGETS = [('bool', SEG_T > 0, TypeError), ('float', SEG_T.float(), TypeError),
                ('above C - 1', SEG_T + 1, ValueError), ('negative', SEG_T - 1, ValueError),
@@ -169,9 +178,9 @@ ENTRIES = [
     Entry('focal_tversky_loss', focal_tversky_loss, _functional(focal_tversky_loss, **SEG),
           targets=SEG_TARGETS),
     Entry('StableFocalLoss()', StableFocalLoss.__init__,
-          _module_init(StableFocalLoss, DET_FWD)),
+          _module_init(StableFocalLoss, DET_FWD), kinds={'ignore_index': 'ignore_index_or_none'}),
     Entry('StableFocalLoss.forward', StableFocalLoss.forward,
-          _module_forward(StableFocalLoss, DET_FWD),
+          _module_forward(StableFocalLoss, DET_FWD), kinds={'ignore_index': 'ignore_index_or_none'},
           targets=[('bool labels', LABELS > 1, TypeError),
                    ('label above C', LABELS + 1, ValueError),
                    ('negative label', LABELS - 1, ValueError),
@@ -182,7 +191,7 @@ ENTRIES = [
           kinds={'alpha': 'class_vector'}),
     Entry('StableSoftmaxFocalLoss.forward', StableSoftmaxFocalLoss.forward,
           _module_forward(StableSoftmaxFocalLoss, dict(pred=SEG_X, target=SEG_T)),
-          kinds={'weight': 'seg_weight'},
+          kinds={'weight': 'seg_weight', 'ignore_index': 'ignore_index_or_none'},
           targets=SEG_TARGETS[:3] + SEG_TARGETS[4:]),
     Entry('StableQualityFocalLoss()', StableQualityFocalLoss.__init__,
           _module_init(StableQualityFocalLoss, dict(pred=DET_X, target=SCORES))),
@@ -200,7 +209,7 @@ ENTRIES = [
           targets=SCORE_TARGETS),
     Entry('UnifiedFocalLoss()', UnifiedFocalLoss.__init__,
           _module_init(UnifiedFocalLoss, dict(pred=SEG_X, target=SEG_T)),
-          kinds={'weight': 'probability'}),
+          kinds={'weight': 'probability_or_none'}),
     Entry('StableAsymmetricFocalLoss()', StableAsymmetricFocalLoss.__init__,
           _module_init(StableAsymmetricFocalLoss, dict(pred=SEG_X, target=SEG_T))),
     Entry('StableFocalTverskyLoss()', StableFocalTverskyLoss.__init__,
@@ -208,6 +217,13 @@ ENTRIES = [
           ),
     Entry('UnifiedFocalLoss.forward', UnifiedFocalLoss.forward,
           _module_forward(UnifiedFocalLoss, dict(pred=SEG_X, target=SEG_T)),
+          kinds={'weight': 'seg_weight', 'avg_factor': 'no_avg_factor',
+                 'ignore_index': 'ignore_index_or_none'},
+          targets=SEG_TARGETS),
+    Entry('StableAsymmetricFocalLoss.forward', StableAsymmetricFocalLoss.forward,
+          _module_forward(StableAsymmetricFocalLoss, dict(pred=SEG_X, target=SEG_T)),
+          kinds={'weight': 'seg_weight', 'avg_factor': 'no_avg_factor',
+                 'ignore_index': 'ignore_index_or_none'},
           targets=SEG_TARGETS),
     Entry('GradientSanitizerHook()', GradientSanitizerHook.__init__,
           lambda over: GradientSanitizerHook(**over)),
@@ -215,8 +231,9 @@ ENTRIES = [
 BAD['seg_weight'] = [('list', [1.0] * 32, TypeError),
                      ('nan', torch.ones(2, 4, 4).masked_fill(SEG_T == 0, NAN), ValueError),
                      ('negative', -torch.ones(2, 4, 4), ValueError),
-                     ('wrong shape', torch.ones(7), ValueError)]
-# the region losses' forward takes no per-element weight / avg_factor: passing one is an error
+                     ('wrong shape', torch.ones(7), ValueError),
+                     ("a number (the unified loss's lambda?)", 0.5, TypeError)]
+# a forward's **kwargs (none has one today): keywords a caller passes that the loss refuses
 BAD['var_keyword'] = [('weight', {'weight': torch.ones(2, 4, 4)}, TypeError),
                       ('avg_factor', {'avg_factor': 3.0}, TypeError)]
 # a constructor's **kwargs: an unknown option fails at build time, naming it

@@ -110,7 +110,7 @@ def test_nan_logits_are_passed_on_for_the_hook_to_see():
 # Losses over class indices: float targets are a TypeError, labels out of range a ValueError.
 INDEX_CASES = [
     ('softmax_focal_loss, float targets', lambda: softmax_focal_loss(SEG_X, SEG_T.float()),
-     TypeError, 'integer tensor of class indices'),
+     TypeError, 'targets must be integer class indices .* or class probabilities'),
     ('softmax_focal_loss, label 3 of 3 classes', lambda: softmax_focal_loss(SEG_X, SEG_T + 1),
      ValueError, r'targets must be in \[0, 2\] \(class indices'),
     ('softmax_focal_loss, label -1', lambda: softmax_focal_loss(SEG_X, SEG_T - 1),
@@ -128,13 +128,13 @@ INDEX_CASES = [
     ('StableFocalLoss, integer targets 0/2', lambda: StableFocalLoss()(
         X, HARD.long() * 2), ValueError, 'hard labels 0 or 1'),
     ('StableSoftmaxFocalLoss, label 3', lambda: StableSoftmaxFocalLoss()(SEG_X, SEG_T + 1),
-     ValueError, r'targets must be in \[0, 2\] \(class indices'),
+     ValueError, r'target must be in \[0, 2\] \(class indices'),
     ('UnifiedFocalLoss, float targets', lambda: UnifiedFocalLoss()(SEG_X, SEG_T.float()),
-     TypeError, 'integer tensor of class indices'),
+     TypeError, 'target must be an integer tensor of class indices'),
     ('StableAsymmetricFocalLoss, 0-255 mask', lambda: StableAsymmetricFocalLoss()(
-        SEG_X, SEG_T * 255), ValueError, r'targets must be in \[0, 2\] \(class indices'),
+        SEG_X, SEG_T * 255), ValueError, r'target must be in \[0, 2\] \(class indices'),
     ('StableFocalTverskyLoss, label -2', lambda: StableFocalTverskyLoss()(SEG_X, SEG_T - 2),
-     ValueError, r'targets must be in \[0, 2\] \(class indices'),
+     ValueError, r'target must be in \[0, 2\] \(class indices'),
 ]
 
 

@@ -72,7 +72,7 @@ def test_mmdets_own_train_script_trains_a_shapes_detector_via_custom_imports(tmp
     from the root HOOKS, all through the config's custom_imports; two iterations."""
     import mmdet
 
-    from focal_plugin.detection import make_shapes_dataset
+    from focal_plugin.datasets.shapes_data import make_shapes_dataset
     data = tmp_path / 'shapes'
     make_shapes_dataset(str(data), num_train=4, num_val=2, size=64, seed=0)
     script = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')

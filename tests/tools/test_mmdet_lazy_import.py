@@ -1,8 +1,10 @@
 """``import focal_plugin`` imports neither mmdet nor mmcv, and mmdet still finds everything:
 whatever the order in which a process imports focal_plugin and mmdet's modules, the losses and
-models are in mmdet's own registries and ``ShapesCocoDataset`` resolves; mmdet's own
-``tools/train.py`` trains a detection config whose only link to the plugin is
-``custom_imports = ['focal_plugin']``. Fresh interpreters: the import order is the point."""
+models are in mmdet's own registries and ``ShapesCocoDataset`` resolves. (mmdet's own
+``tools/train.py`` training a shapes config whose only link to the plugin is
+``custom_imports = ['focal_plugin']``, validation included:
+``tests/configs/test_retinanet_configs.py::test_mmdet_own_train_script_runs_a_plugin_config``.)
+Fresh interpreters: the import order is the point."""
 import os
 import os.path as osp
 import subprocess
@@ -66,31 +68,3 @@ def test_mmdet_registries_are_filled_whatever_the_import_order(before, after):
     out = _python(f'{before}\n{after}\n{CHECK}')
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith('ok StableFocalLoss')
-
-
-@pytest.mark.slow  # a fresh interpreter builds and trains a RetinaNet: ~30 s on 2 cores
-def test_mmdets_own_train_script_trains_a_shapes_detector_via_custom_imports(tmp_path):
-    """mmdet's tools/train.py (shipped in the mmdet package) with the shapes RetinaNet config:
-    StableFocalLoss from mmdet's MODELS, ShapesCocoDataset from mmdet's DATASETS, the hook
-    from the root HOOKS, all through the config's custom_imports; two iterations."""
-    import mmdet
-
-    from focal_plugin.datasets.shapes_data import make_shapes_dataset
-    data = tmp_path / 'shapes'
-    make_shapes_dataset(str(data), num_train=4, num_val=2, size=64, seed=0)
-    script = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
-    config = osp.join(REPO_ROOT, 'configs', 'retinanet',
-                      'retinanet_r18_fpn_shapes-cpu_stable-exact-g2.py')
-    work_dir = tmp_path / 'run'
-    out = subprocess.run(
-        [sys.executable, script, config, '--work-dir', str(work_dir), '--cfg-options',
-         f'train_dataloader.dataset.data_root={data}/', 'train_dataloader.batch_size=2',
-         f'val_dataloader.dataset.data_root={data}/', f'val_evaluator.ann_file={data}/val.json',
-         'train_cfg.max_iters=2',
-         'train_cfg.val_interval=100', 'default_hooks.logger.interval=1',
-         'default_hooks.checkpoint.interval=100'],
-        capture_output=True, text=True, env=ENV, cwd=str(tmp_path), timeout=600)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-4000:]
-    assert 'Iter(train) [2/2]' in log and 'loss_cls' in log
-    assert 'GradientSanitizerHook: auditing' in log

@@ -221,6 +221,7 @@ _RUN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # two fresh interpreters train a tiny RetinaNet: ~40 s on 2 cores
 def test_default_backend_is_bit_reproducible(tmp_path):
     """The same seeded MMEngine run, twice in fresh processes with the default backend:
     identical losses at every iteration and identical weights ('auto' switched kernels at a

@@ -96,7 +96,9 @@ def register_loop(cls):
 
 class _AfterImport(MetaPathFinder):
     """Finds nothing itself: for a watched module name it asks the other finders for the
-    spec and wraps the loader so that the callbacks run right after the module's body."""
+    spec and wraps the loader so that the callbacks run right after the module's body. The
+    callbacks are taken when the module executes, not when it is found (``find_spec`` alone,
+    e.g. ``importlib.util.find_spec``, loads nothing)."""
 
     def __init__(self) -> None:
         self.callbacks: Dict[str, List[Callable[[], None]]] = {}
@@ -112,17 +114,17 @@ class _AfterImport(MetaPathFinder):
                 break
         else:
             return None
-        loader, callbacks = spec.loader, self.callbacks.pop(name)
-        if not self.callbacks:
-            sys.meta_path.remove(self)
+        loader = spec.loader
         if loader is None or not hasattr(loader, 'exec_module'):
             return spec
         exec_module = loader.exec_module
 
         def exec_then_callbacks(module):
             exec_module(module)
-            for callback in callbacks:
+            for callback in self.callbacks.pop(name, []):
                 callback()
+            if not self.callbacks and self in sys.meta_path:
+                sys.meta_path.remove(self)
 
         loader.exec_module = exec_then_callbacks  # this spec's own loader instance
         return spec

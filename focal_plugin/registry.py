@@ -33,7 +33,7 @@ from mmengine.registry import METRICS as ROOT_METRICS
 from mmengine.registry import MODELS as ROOT_MODELS
 
 __all__ = ['register_model', 'register_dataset', 'register_hook', 'register_metric',
-           'register_loop', 'fill_mmdet_registries', 'when_imported']
+           'register_loop', 'fill_mmdet_registries', 'import_detection_layer', 'when_imported']
 
 # classes that also go into mmdet's registry of the same name, in registration order
 _FOR_MMDET: Dict[str, List[type]] = {'MODELS': [], 'DATASETS': []}

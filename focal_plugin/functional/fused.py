@@ -32,6 +32,7 @@ from .compile_backend import (
     get_fused_backend,
     set_fused_backend,
     warm_up,
+    worth_compiling,
 )
 from .fused_kernels import KERNELS, LOSS_ONLY
 
@@ -67,8 +68,9 @@ def _serving(x: Tensor, targets: Tensor, loss: str) -> Optional[tuple]:
                                                           and not needs_grad(targets)):
         return None
     name = _kernel_name(x, targets, loss)
-    if backend in ('eager', 'off') or torch.compiler.is_compiling() or in_functorch_transform():
-        return name, KERNELS[name]
+    if backend in ('eager', 'off') or torch.compiler.is_compiling() or \
+            in_functorch_transform() or not worth_compiling(x):
+        return name, KERNELS[name]  # (small CPU calls: compiling cannot pay off there)
     kernel = compiled_kernel(name, x.dtype, x.device.type, block=backend != 'auto')
     return None if kernel is None else (name, kernel)
 

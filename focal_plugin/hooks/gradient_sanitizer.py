@@ -47,6 +47,7 @@ from .interception import (
     unwrap_model,
 )
 from .localize import localize_window
+from .log_window import CONTAINED_ACTIONS, forget_nonfinite_scalars
 from .model_state import ModelState
 from .options import SanitizerOptions
 from .policy import Action, EventKind, Policy, RunStatus, SanitizerPolicy
@@ -229,6 +230,8 @@ class GradientSanitizerHook(Hook):
                          outputs: dict | None = None) -> None:
         self._window.append(runner.iter, data_batch, outputs)
         had_event = bool(self._drafts)
+        if any(d.get('action') in CONTAINED_ACTIONS for d in self._drafts):  # .log_window
+            forget_nonfinite_scalars(runner.message_hub, len(self._window.records))
         self._publish()
         if self.options.check_params and self._audited and self.rule.pending is None:
             had_event = self._check_parameters() or had_event

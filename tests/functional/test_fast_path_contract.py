@@ -166,6 +166,7 @@ def test_repeated_and_second_order_backward_on_every_backend(monkeypatch, backen
     """gradcheck (several backward passes through one graph) and gradgradcheck (create_graph)
     pass whichever backend serves the call, at logits up to +-30."""
     monkeypatch.setattr(compile_backend._backend, 'value', backend)
+    monkeypatch.setattr(compile_backend, 'CPU_COMPILE_MIN_NUMEL', 0)  # compiled at 24 too
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(24, generator=g, dtype=torch.float64) * 10).clamp(-30, 30)
     t = torch.rand(24, generator=g, dtype=torch.float64) > 0.6
@@ -220,6 +221,7 @@ _RUN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # two fresh interpreters train a tiny RetinaNet: ~40 s on 2 cores
 def test_default_backend_is_bit_reproducible(tmp_path):
     """The same seeded MMEngine run, twice in fresh processes with the default backend:
     identical losses at every iteration and identical weights ('auto' switched kernels at a

@@ -18,6 +18,13 @@ from focal_plugin.functional.fused_kernels import KERNELS
 FUSED = ['eager', 'compile']
 
 
+@pytest.fixture(autouse=True)
+def compiled_at_every_size(monkeypatch):
+    """Here 'compile' means the compiled kernel at every size (by default small CPU calls run
+    the uncompiled kernels: test_compile_backend.py tests that rule)."""
+    monkeypatch.setattr(compile_backend, 'CPU_COMPILE_MIN_NUMEL', 0)
+
+
 @pytest.fixture
 def backend(request):
     before = fused.get_fused_backend()

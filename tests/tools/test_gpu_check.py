@@ -19,6 +19,7 @@ def table_rows(path):
             for line in lines[1:]]
 
 
+@pytest.mark.slow  # ~75 s on 2 cores: three fresh processes that compile (auto, cliff probes)
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU fallback')
 def test_gpu_check_runs_on_cpu_and_writes_every_table(tmp_path):
     out = tmp_path / 'gpu'

@@ -1,0 +1,188 @@
+"""Fused ``'exact'`` softmax focal loss and unified focal family: loss and closed-form gradient
+from one log-softmax pass.
+
+The autograd formulations (:func:`.softmax_focal.softmax_focal_terms`,
+:func:`.unified_focal.unified_family_loss`, kept as the references and used by
+``FOCAL_PLUGIN_FUSED=off``) take the margin of *every* class (two log-sum-exps), build a dense
+one-hot target and keep a dozen full-size intermediates for backward. With class-index labels
+only the labelled class enters the focal term, so one pass suffices:
+
+1. ``z = x - max``, ``E = exp(z)`` with the labelled entry set to 0, ``others = sum E``: the
+   only full-size work, as in ``F.cross_entropy``'s log-softmax;
+2. per pixel, the labelled class's ``log p``, ``log(1 - p)`` and ``log p / (1 - p)`` from
+   :func:`.logspace.target_softmax_logs` (exact where the softmax saturates);
+3. the focal loss ``-w (1 - p)**gamma log p`` and its derivative with respect to ``log p``,
+   ``g = -w (1 - p)**gamma (1 - gamma p log p / (1 - p))`` (bounded: the singular
+   ``(1 - p)**(gamma - 1)`` never appears), so ``dL/dx_k = g (1[k = y] - p_k)``: ``-g E_k / S``
+   off the label and ``g others / S`` on it (no ``1 - p`` cancellation);
+4. for the Tversky term, TP/FN per image and class are scatter-sums of the per-pixel ``p_y``
+   and ``1 - p_y``, FP a matrix-vector product of ``E`` with ``mask / S``; its gradient is
+   ``p_k (G_k - sum_c p_c G_c)`` with ``G`` the (image, class) derivatives of the Tversky
+   power, folded into the same full-size pass as the focal term's.
+
+Autograd keeps one tensor, the local gradient (logits' shape); backward multiplies it by the
+incoming gradient into a new tensor (a second backward gets the same gradient). A
+``create_graph`` backward differentiates the autograd reference instead (second derivatives
+as the reference has them). The unified family with a Tversky term runs in float64, as the
+reference's Tversky part does (its sums of saturated probabilities are float32 denormals); the
+focal-only losses run in the logits' compute dtype. Kernels run eagerly (the full-size steps
+are torch's own vectorised reductions); under ``torch.compile`` the references are traced.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .compile_backend import get_fused_backend
+from .logspace import target_softmax_logs
+
+__all__ = ['segmentation_fused', 'fused_softmax_focal', 'fused_unified']
+
+
+def segmentation_fused(x: Tensor, *tensors: Optional[Tensor]) -> bool:
+    """Whether the fused path serves this call: not with backend 'off', not inside a
+    ``torch.compile`` trace (the compiler fuses the reference itself), not when a weight or
+    target needs a gradient."""
+    if get_fused_backend() == 'off' or torch.compiler.is_compiling():
+        return False
+    if x.dtype not in (torch.float32, torch.float64):
+        return False
+    return not any(t is not None and t.requires_grad for t in tensors)
+
+
+def _log_softmax_pass(x: Tensor, labels: Tensor,
+                      dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(E, z_y, others)`` in ``dtype``: ``E = exp(x - max)`` (N, C, ...) with the labelled
+    entry 0, ``z_y`` the labelled class's shifted logit, ``others`` the sum of ``E``
+    (N, 1, ...). One copy of the logits is made and worked on in place."""
+    e = x.to(dtype, copy=True)
+    e.sub_(x.amax(dim=1, keepdim=True).to(dtype))
+    z_y = e.gather(1, labels)
+    e.exp_()
+    e.scatter_(1, labels, 0.0)
+    return e, z_y, e.sum(dim=1, keepdim=True)
+
+
+def _focal_terms(z_y: Tensor, others: Tensor, weight: Tensor, gamma: Tensor):
+    """Per pixel: the focal loss, its derivative ``g`` w.r.t. ``log p_y``, and the logs."""
+    logs = target_softmax_logs(z_y, others)
+    # log(1 - p) = -inf (1 - p below the smallest float): b**gamma is 0 for gamma > 0 and 1
+    # for gamma == 0; a finite floor gives both without 0 * inf
+    log_1mp = logs.log_1mp.clamp(min=torch.finfo(z_y.dtype).min)
+    factor = torch.exp(gamma * log_1mp)
+    loss = -weight * factor * logs.log_p
+    g = -weight * factor * (1 - gamma * logs.p * logs.log_p_over_1mp)
+    return loss, g, logs
+
+
+class _LocalGradLoss(torch.autograd.Function):
+    """Output ``out`` with its saved local gradient; backward is one multiplication
+    (``create_graph``: the reference, differentiated by autograd)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: Callable, reference: Callable) -> Tensor:
+        out, local_grad = kernel(x.detach())
+        ctx.save_for_backward(local_grad, x)
+        ctx.reference = reference
+        ctx.per_pixel = out.ndim > 0
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        local_grad, x = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: second derivatives from the reference
+            with torch.enable_grad():
+                ref = ctx.reference(x)
+                (d_x,) = torch.autograd.grad(ref, x, grad, create_graph=True)
+            return d_x, None, None
+        grad = grad.unsqueeze(1) if ctx.per_pixel else grad
+        return local_grad * grad, None, None
+
+
+def _run(x: Tensor, kernel: Callable, reference: Callable) -> Tensor:
+    if x.requires_grad and torch.is_grad_enabled():
+        return _LocalGradLoss.apply(x, kernel, reference)
+    with torch.no_grad():  # no gradient wanted: the same kernel, its gradient dropped
+        return kernel(x)[0]
+
+
+def fused_softmax_focal(x: Tensor, labels: Tensor, weight: Tensor,
+                        gamma: Union[float, Tensor], reference: Callable) -> Tensor:
+    """The per-pixel focal loss (N, ...) ``-weight (1 - p_y)**gamma log p_y`` for index
+    ``labels`` (N, ...) in [0, C) and per-pixel ``weight`` (class weight times the valid
+    mask; 0 where ignored); ``gamma`` a number or one per pixel (N, ...). ``reference(x)``
+    is the autograd formulation of the same output (for ``create_graph``)."""
+    labels = labels.long().unsqueeze(1)
+    weight = weight.unsqueeze(1).to(x.dtype)
+    gamma = gamma.unsqueeze(1).to(x.dtype) if isinstance(gamma, Tensor) else gamma
+
+    def kernel(logits: Tensor):
+        e, z_y, others = _log_softmax_pass(logits, labels, logits.dtype)
+        loss, g, logs = _focal_terms(z_y, others, weight, gamma)
+        total = torch.exp(z_y) + others
+        e.mul_(-g / total)
+        e.scatter_(1, labels, g * others / total)
+        return loss.squeeze(1), e
+    return _run(x, kernel, reference)
+
+
+def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: float,
+                  delta: float, gamma: float, symmetric: bool, smooth: float,
+                  focal_count: Tensor, reference: Callable) -> Tensor:
+    """``lam * focal_Tversky + (1 - lam) * asymmetric_focal`` (a scalar; ``lam`` 1: the
+    Tversky term alone) for index ``labels`` (N, ...) and the per-pixel ``mask`` (valid
+    times pixel weights), C >= 2 softmax channels, in float64. ``focal_count``: the focal
+    mean's denominator."""
+    num, classes = x.shape[0], x.shape[1]
+    labels = labels.long().unsqueeze(1)
+    flat = labels.reshape(num, -1)
+    m = mask.to(torch.float64).reshape(num, 1, -1)
+    cls_w = torch.full((classes,), delta, dtype=torch.float64, device=x.device)
+    cls_w[0] = 1 - delta
+    cls_g = torch.full((classes,), gamma if symmetric else 0.0, dtype=torch.float64,
+                       device=x.device)
+    cls_g[0] = gamma
+    k = torch.full((classes,), 1 - gamma, dtype=torch.float64, device=x.device)
+    k[0] = 1 - gamma if symmetric else 1.0  # the Tversky exponent per class
+
+    def kernel(logits: Tensor):
+        e, z_y, others = _log_softmax_pass(logits, labels, torch.float64)
+        e = e.reshape(num, classes, -1)
+        z_y, others = z_y.reshape(num, 1, -1), others.reshape(num, 1, -1)
+        weight = cls_w[flat].unsqueeze(1) * m
+        loss, g, logs = _focal_terms(z_y, others, weight, cls_g[flat].unsqueeze(1))
+        total = torch.exp(z_y) + others
+        scale = m / total                                  # mask / S per pixel
+        tp = torch.zeros(num, classes, dtype=torch.float64, device=x.device)
+        fn = torch.zeros_like(tp)
+        tp.scatter_add_(1, flat, (m * logs.p).reshape(num, -1))
+        fn.scatter_add_(1, flat, (m * torch.exp(logs.log_1mp)).reshape(num, -1))
+        fp = torch.bmm(e, scale.transpose(1, 2)).squeeze(-1)  # E holds 0 at the label
+        mismatch = delta * fn + (1 - delta) * fp
+        denominator = tp + mismatch + smooth
+        u = mismatch / denominator                         # 1 - TI without cancelling
+        positive = u > 0
+        safe_u = torch.where(positive, u, torch.ones_like(u))
+        power = torch.where(positive, safe_u ** k, torch.zeros_like(u))
+        power = torch.where(k == 0, torch.ones_like(u), power)
+        # d(u**k)/du: 1 at k == 1, 0 at k == 0 and, as the zero-safe power defines it, at u == 0
+        slope = torch.where(positive, k * safe_u ** (k - 1), torch.zeros_like(u))
+        slope = torch.where(k == 1, torch.ones_like(u), slope)
+        tv_scale = lam / max(num * classes, 1)
+        d_u = slope * tv_scale / denominator ** 2
+        d_fp = d_u * (1 - delta) * (tp + smooth)           # dL/dFP
+        d_tp_minus_fn = d_u * (-mismatch - delta * (tp + smooth))  # dL/dTP - dL/dFN
+        focal_scale = (1 - lam) / torch.as_tensor(focal_count, dtype=torch.float64)
+        # dL/dx_k = E_k / S * (m dFP_k - r) off the label, with r = m (p_y B_y + Q) + focal
+        b_y = d_tp_minus_fn.gather(1, flat).unsqueeze(1)
+        q = torch.bmm(d_fp.unsqueeze(1), e) / total        # sum_{c != y} p_c dFP_c
+        r = m * (logs.p * b_y + q) + focal_scale * g
+        on_label = m * logs.p * (torch.exp(logs.log_1mp) * b_y - q) * total \
+            + focal_scale * g * others
+        grad = torch.addcmul(-r, d_fp.unsqueeze(-1), m).mul_(e).div_(total)
+        grad.scatter_(1, flat.unsqueeze(1), on_label / total)
+        value = tv_scale * power.sum() + focal_scale * loss.sum()
+        return value.to(logits.dtype), grad.view(logits.shape).to(logits.dtype)
+    return _run(x, kernel, reference)

@@ -35,7 +35,7 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .compile_backend import get_fused_backend
+from .compile_backend import CompiledKernels, get_fused_backend
 from .logspace import target_softmax_logs
 
 __all__ = ['segmentation_fused', 'fused_softmax_focal', 'fused_unified']
@@ -65,8 +65,21 @@ def _log_softmax_pass(x: Tensor, labels: Tensor,
     return e, z_y, e.sum(dim=1, keepdim=True)
 
 
+def focal_pixels(z_y: Tensor, others: Tensor, weight: Tensor, gamma: Tensor):
+    """Per pixel (1-D): the focal loss ``-weight (1 - p_y)**gamma log p_y`` and the two
+    factors of its gradient: ``off = -g / S`` (times ``E_k`` off the label) and
+    ``on = g others / S`` (on the label), ``g`` the derivative w.r.t. ``log p_y``."""
+    loss, g, logs, total = _focal_terms(z_y, others, weight, gamma)
+    return loss, -g / total, g * others / total
+
+
+def unified_pixels(z_y: Tensor, others: Tensor, weight: Tensor, gamma: Tensor):
+    """Per pixel (1-D): the focal loss, ``g``, ``p_y``, ``1 - p_y`` and ``S``."""
+    loss, g, logs, total = _focal_terms(z_y, others, weight, gamma)
+    return loss, g, logs.p, torch.exp(logs.log_1mp), total
+
+
 def _focal_terms(z_y: Tensor, others: Tensor, weight: Tensor, gamma: Tensor):
-    """Per pixel: the focal loss, its derivative ``g`` w.r.t. ``log p_y``, and the logs."""
     logs = target_softmax_logs(z_y, others)
     # log(1 - p) = -inf (1 - p below the smallest float): b**gamma is 0 for gamma > 0 and 1
     # for gamma == 0; a finite floor gives both without 0 * inf
@@ -74,7 +87,51 @@ def _focal_terms(z_y: Tensor, others: Tensor, weight: Tensor, gamma: Tensor):
     factor = torch.exp(gamma * log_1mp)
     loss = -weight * factor * logs.log_p
     g = -weight * factor * (1 - gamma * logs.p * logs.log_p_over_1mp)
-    return loss, g, logs
+    return loss, g, logs, torch.exp(z_y) + others
+
+
+KERNELS = {fn.__name__: fn for fn in (focal_pixels, unified_pixels)}
+
+
+class _PixelKernels(CompiledKernels):
+    """The compile cache of :mod:`.compile_backend` (same backends, same background worker,
+    same failure report) for the per-pixel kernels above."""
+
+    def _build(self, key: tuple) -> None:
+        if key in self.ready:
+            return
+        name, dtype, device = key
+        try:
+            compiled = torch.compile(KERNELS[name], dynamic=True)
+            n = 1 << 12
+            z = -torch.linspace(0, 5, n, dtype=dtype, device=device)
+            with torch.no_grad():
+                for gamma in (torch.full((), 0.5, dtype=dtype, device=device),
+                              torch.full((n,), 0.5, dtype=dtype, device=device)):
+                    compiled(z, torch.rand(n, dtype=dtype, device=device),
+                             torch.ones(n, dtype=dtype, device=device), gamma)
+            self.ready[key] = compiled
+        except Exception as err:  # no C++ compiler, unsupported platform, exit, ...
+            if not self.closing:
+                self.failed = f'{type(err).__name__}: {err}'
+
+
+_COMPILED = _PixelKernels()
+
+
+def _pixel_kernel(name: str, x: Tensor) -> Callable:
+    """The per-pixel kernel as the backend says: compiled (waiting for it with 'compile'),
+    else (eager backend, 'auto' while compiling, compilation failed) the eager function."""
+    backend = get_fused_backend()
+    if backend in ('compile', 'auto'):
+        kernel = _COMPILED.get((name, x.dtype, x.device.type), block=backend == 'compile')
+        if kernel is not None:
+            return kernel
+    return KERNELS[name]
+
+
+def _flat(*tensors: Tensor):
+    return [t.reshape(-1) for t in tensors]
 
 
 class _LocalGradLoss(torch.autograd.Function):
@@ -116,15 +173,18 @@ def fused_softmax_focal(x: Tensor, labels: Tensor, weight: Tensor,
     is the autograd formulation of the same output (for ``create_graph``)."""
     labels = labels.long().unsqueeze(1)
     weight = weight.unsqueeze(1).to(x.dtype)
-    gamma = gamma.unsqueeze(1).to(x.dtype) if isinstance(gamma, Tensor) else gamma
+    gamma = gamma.unsqueeze(1).to(x.dtype) if isinstance(gamma, Tensor) else \
+        torch.full((), gamma, dtype=x.dtype, device=x.device)
 
     def kernel(logits: Tensor):
         e, z_y, others = _log_softmax_pass(logits, labels, logits.dtype)
-        loss, g, logs = _focal_terms(z_y, others, weight, gamma)
-        total = torch.exp(z_y) + others
-        e.mul_(-g / total)
-        e.scatter_(1, labels, g * others / total)
-        return loss.squeeze(1), e
+        pixels = _pixel_kernel('focal_pixels', logits)
+        g_shape = torch.broadcast_shapes(z_y.shape, weight.shape)
+        loss, off, on = pixels(*_flat(z_y, others, weight.expand(g_shape)),
+                               gamma.reshape(-1) if gamma.ndim else gamma)
+        e.mul_(off.view(z_y.shape))
+        e.scatter_(1, labels, on.view(z_y.shape))
+        return loss.view(z_y.shape).squeeze(1), e
     return _run(x, kernel, reference)
 
 
@@ -151,14 +211,14 @@ def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: f
         e, z_y, others = _log_softmax_pass(logits, labels, torch.float64)
         e = e.reshape(num, classes, -1)
         z_y, others = z_y.reshape(num, 1, -1), others.reshape(num, 1, -1)
-        weight = cls_w[flat].unsqueeze(1) * m
-        loss, g, logs = _focal_terms(z_y, others, weight, cls_g[flat].unsqueeze(1))
-        total = torch.exp(z_y) + others
+        pixels = _pixel_kernel('unified_pixels', e)
+        loss, g, p_y, one_minus_p, total = (t.view(z_y.shape) for t in pixels(
+            *_flat(z_y, others, cls_w[flat] * m.view(num, -1), cls_g[flat])))
         scale = m / total                                  # mask / S per pixel
         tp = torch.zeros(num, classes, dtype=torch.float64, device=x.device)
         fn = torch.zeros_like(tp)
-        tp.scatter_add_(1, flat, (m * logs.p).reshape(num, -1))
-        fn.scatter_add_(1, flat, (m * torch.exp(logs.log_1mp)).reshape(num, -1))
+        tp.scatter_add_(1, flat, (m * p_y).reshape(num, -1))
+        fn.scatter_add_(1, flat, (m * one_minus_p).reshape(num, -1))
         fp = torch.bmm(e, scale.transpose(1, 2)).squeeze(-1)  # E holds 0 at the label
         mismatch = delta * fn + (1 - delta) * fp
         denominator = tp + mismatch + smooth
@@ -175,14 +235,15 @@ def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: f
         d_fp = d_u * (1 - delta) * (tp + smooth)           # dL/dFP
         d_tp_minus_fn = d_u * (-mismatch - delta * (tp + smooth))  # dL/dTP - dL/dFN
         focal_scale = (1 - lam) / torch.as_tensor(focal_count, dtype=torch.float64)
-        # dL/dx_k = E_k / S * (m dFP_k - r) off the label, with r = m (p_y B_y + Q) + focal
+        # off the label dL/dx_k = E_k / S * (m (dFP_k - r) - focal g), r = p_y B_y + Q with
+        # Q = sum_{c != y} p_c dFP_c: where one class holds all the probability, dFP_k - Q
+        # is an exact 0 (a fused multiply-add of m dFP_k - m Q would leave its rounding)
         b_y = d_tp_minus_fn.gather(1, flat).unsqueeze(1)
-        q = torch.bmm(d_fp.unsqueeze(1), e) / total        # sum_{c != y} p_c dFP_c
-        r = m * (logs.p * b_y + q) + focal_scale * g
-        on_label = m * logs.p * (torch.exp(logs.log_1mp) * b_y - q) * total \
-            + focal_scale * g * others
-        grad = torch.addcmul(-r, d_fp.unsqueeze(-1), m).mul_(e).div_(total)
-        grad.scatter_(1, flat.unsqueeze(1), on_label / total)
+        q = torch.bmm(d_fp.unsqueeze(1), e) / total
+        on_label = m * p_y * (one_minus_p * b_y - q) + focal_scale * g * others / total
+        grad = (d_fp.unsqueeze(-1) - (p_y * b_y + q)).mul_(m).sub_(focal_scale * g)
+        grad.mul_(e).div_(total)
+        grad.scatter_(1, flat.unsqueeze(1), on_label)
         value = tv_scale * power.sum() + focal_scale * loss.sum()
         return value.to(logits.dtype), grad.view(logits.shape).to(logits.dtype)
     return _run(x, kernel, reference)

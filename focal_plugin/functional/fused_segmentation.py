@@ -196,9 +196,10 @@ def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: f
     times pixel weights), C >= 2 softmax channels, in float64. ``focal_count``: the focal
     mean's denominator."""
     num, classes = x.shape[0], x.shape[1]
+    hw = x.shape[2:].numel()  # pixels per image
     labels = labels.long().unsqueeze(1)
-    flat = labels.reshape(num, -1)
-    m = mask.to(torch.float64).reshape(num, 1, -1)
+    flat = labels.reshape(num, hw)
+    m = mask.to(torch.float64).reshape(num, 1, hw)
     cls_w = torch.full((classes,), delta, dtype=torch.float64, device=x.device)
     cls_w[0] = 1 - delta
     cls_g = torch.full((classes,), gamma if symmetric else 0.0, dtype=torch.float64,
@@ -209,16 +210,16 @@ def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: f
 
     def kernel(logits: Tensor):
         e, z_y, others = _log_softmax_pass(logits, labels, torch.float64)
-        e = e.reshape(num, classes, -1)
-        z_y, others = z_y.reshape(num, 1, -1), others.reshape(num, 1, -1)
+        e = e.reshape(num, classes, hw)
+        z_y, others = z_y.reshape(num, 1, hw), others.reshape(num, 1, hw)
         pixels = _pixel_kernel('unified_pixels', e)
         loss, g, p_y, one_minus_p, total = (t.view(z_y.shape) for t in pixels(
-            *_flat(z_y, others, cls_w[flat] * m.view(num, -1), cls_g[flat])))
+            *_flat(z_y, others, cls_w[flat] * m.view(num, hw), cls_g[flat])))
         scale = m / total                                  # mask / S per pixel
         tp = torch.zeros(num, classes, dtype=torch.float64, device=x.device)
         fn = torch.zeros_like(tp)
-        tp.scatter_add_(1, flat, (m * p_y).reshape(num, -1))
-        fn.scatter_add_(1, flat, (m * one_minus_p).reshape(num, -1))
+        tp.scatter_add_(1, flat, (m * p_y).reshape(num, hw))
+        fn.scatter_add_(1, flat, (m * one_minus_p).reshape(num, hw))
         fp = torch.bmm(e, scale.transpose(1, 2)).squeeze(-1)  # E holds 0 at the label
         mismatch = delta * fn + (1 - delta) * fp
         denominator = tp + mismatch + smooth
@@ -235,15 +236,26 @@ def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: f
         d_fp = d_u * (1 - delta) * (tp + smooth)           # dL/dFP
         d_tp_minus_fn = d_u * (-mismatch - delta * (tp + smooth))  # dL/dTP - dL/dFN
         focal_scale = (1 - lam) / torch.as_tensor(focal_count, dtype=torch.float64)
-        # off the label dL/dx_k = E_k / S * (m (dFP_k - r) - focal g), r = p_y B_y + Q with
-        # Q = sum_{c != y} p_c dFP_c: where one class holds all the probability, dFP_k - Q
-        # is an exact 0 (a fused multiply-add of m dFP_k - m Q would leave its rounding)
+        # Off the label dL/dx_k = p_k (m (dFP_k - p_y B_y - Q) - focal g), with
+        # Q = sum_{c != y} p_c dFP_c. For the arg-max class a (when it is not the label)
+        # dFP_a - Q cancels as p_a -> 1, so its row is taken apart: with E' = E without a,
+        # rest = sum E' and Q' = sum_c E'_c dFP_c, dFP_a - p_y B_y - Q =
+        # (dFP_a rest - Q') / S + p_y (dFP_a - B_y), a sum without cancellation.
+        top = logits.argmax(dim=1).reshape(num, 1, hw)
+        not_top = (top != labels.reshape(num, 1, hw)).to(torch.float64)
+        e.scatter_(1, top, 0.0)                            # E' (0 at the label and at a)
+        rest = e.sum(dim=1, keepdim=True)
         b_y = d_tp_minus_fn.gather(1, flat).unsqueeze(1)
-        q = torch.bmm(d_fp.unsqueeze(1), e) / total
-        on_label = m * p_y * (one_minus_p * b_y - q) + focal_scale * g * others / total
-        grad = (d_fp.unsqueeze(-1) - (p_y * b_y + q)).mul_(m).sub_(focal_scale * g)
+        a_top = d_fp.gather(1, top.squeeze(1)).unsqueeze(1)
+        q_rest = torch.bmm(d_fp.unsqueeze(1), e)
+        q = (q_rest + not_top * a_top) / total
+        focal = focal_scale * g
+        on_label = m * p_y * (one_minus_p * b_y - q) + focal * others / total
+        on_top = (m * ((a_top * rest - q_rest) / total + p_y * (a_top - b_y)) - focal) / total
+        grad = (d_fp.unsqueeze(-1) - (p_y * b_y + q)).mul_(m).sub_(focal)
         grad.mul_(e).div_(total)
-        grad.scatter_(1, flat.unsqueeze(1), on_label)
+        grad.scatter_(1, top, on_top)
+        grad.scatter_(1, flat.unsqueeze(1), on_label)      # (after a: a == y is the label)
         value = tv_scale * power.sum() + focal_scale * loss.sum()
         return value.to(logits.dtype), grad.view(logits.shape).to(logits.dtype)
     return _run(x, kernel, reference)

@@ -154,7 +154,10 @@ class _LocalGradLoss(torch.autograd.Function):
                 ref = ctx.reference(x)
                 (d_x,) = torch.autograd.grad(ref, x, grad, create_graph=True)
             return d_x, None, None
-        grad = grad.unsqueeze(1) if ctx.per_pixel else grad
+        if ctx.per_pixel and grad.numel() and not any(grad.stride()):
+            grad = grad.reshape(-1)[0]  # a mean's expanded scalar: a scalar multiply
+        elif ctx.per_pixel:
+            grad = grad.unsqueeze(1)
         return local_grad * grad, None, None
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .compile_backend import CompiledKernels, get_fused_backend
-from .logspace import target_softmax_logs
+from .logspace import softplus_pair, target_softmax_logs
 
 __all__ = ['segmentation_fused', 'fused_softmax_focal', 'fused_unified']
 
@@ -90,7 +90,24 @@ def _focal_terms(z_y: Tensor, others: Tensor, weight: Tensor, gamma: Tensor):
     return loss, g, logs, torch.exp(z_y) + others
 
 
-KERNELS = {fn.__name__: fn for fn in (focal_pixels, unified_pixels)}
+def binary_focal_pixels(x0: Tensor, x1: Tensor, is_one: Tensor, weight: Tensor, gamma: Tensor):
+    """Two classes: a softmax over two logits is the sigmoid of their difference
+    ``u = x_y - x_other``, so everything is per pixel (no full-size pass) and the log-space
+    pair of :func:`.logspace.softplus_pair` (one exp, one log1p) gives ``-log(1 - p_y)`` and
+    ``-log p_y``; the derivative is :func:`.fused_kernels.hard_loss`'s for a positive.
+    Returns the loss and its gradient with respect to ``x0`` and ``x1``."""
+    u = torch.where(is_one, x1 - x0, x0 - x1)
+    sp_u, ce, e = softplus_pair(u)
+    factor = weight * torch.exp(-gamma * sp_u)
+    inv = 1 / (1 + e)
+    big = u >= 0
+    one_minus_p = torch.where(big, e * inv, inv)
+    p = torch.where(big, inv, e * inv)
+    d_u = factor * (-gamma * p * ce - one_minus_p)
+    return factor * ce, torch.where(is_one, -d_u, d_u), torch.where(is_one, d_u, -d_u)
+
+
+KERNELS = {fn.__name__: fn for fn in (focal_pixels, unified_pixels, binary_focal_pixels)}
 
 
 class _PixelKernels(CompiledKernels):
@@ -105,11 +122,13 @@ class _PixelKernels(CompiledKernels):
             compiled = torch.compile(KERNELS[name], dynamic=True)
             n = 1 << 12
             z = -torch.linspace(0, 5, n, dtype=dtype, device=device)
+            ones = torch.ones(n, dtype=dtype, device=device)
             with torch.no_grad():
-                for gamma in (torch.full((), 0.5, dtype=dtype, device=device),
-                              torch.full((n,), 0.5, dtype=dtype, device=device)):
-                    compiled(z, torch.rand(n, dtype=dtype, device=device),
-                             torch.ones(n, dtype=dtype, device=device), gamma)
+                for gamma in (torch.full((), 0.5, dtype=dtype, device=device), ones / 2):
+                    if name.startswith('binary'):
+                        compiled(z, z.flip(0), z > -2.5, ones, gamma)
+                    else:
+                        compiled(z, torch.rand(n, dtype=dtype, device=device), ones, gamma)
             self.ready[key] = compiled
         except Exception as err:  # no C++ compiler, unsupported platform, exit, ...
             if not self.closing:
@@ -179,7 +198,19 @@ def fused_softmax_focal(x: Tensor, labels: Tensor, weight: Tensor,
     gamma = gamma.unsqueeze(1).to(x.dtype) if isinstance(gamma, Tensor) else \
         torch.full((), gamma, dtype=x.dtype, device=x.device)
 
+    def binary(logits: Tensor):
+        num = logits.shape[0]
+        pair = logits.reshape(num, 2, -1) if num else logits.reshape(0, 2, 0)
+        flat = [t.reshape(pair.shape[0], pair.shape[2]) for t in (labels == 1, weight)]
+        loss, grad0, grad1 = _pixel_kernel('binary_focal_pixels', logits)(
+            pair[:, 0], pair[:, 1], *flat,
+            gamma.reshape(flat[0].shape) if gamma.ndim else gamma)
+        return loss.view(labels.shape).squeeze(1), torch.stack([grad0, grad1], 1).view(
+            logits.shape)
+
     def kernel(logits: Tensor):
+        if logits.shape[1] == 2:
+            return binary(logits)
         e, z_y, others = _log_softmax_pass(logits, labels, logits.dtype)
         pixels = _pixel_kernel('focal_pixels', logits)
         g_shape = torch.broadcast_shapes(z_y.shape, weight.shape)

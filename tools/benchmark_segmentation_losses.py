@@ -19,13 +19,19 @@ one CPU thread there).
 
 Ratios: "x CE" is time (peak memory) over ``F.cross_entropy``'s; "x (CE + Dice)" is time over
 the sum of ``F.cross_entropy``'s and the Dice loss's (the issue-36 target of the unified loss).
+
+Only the table goes to the terminal: what the libraries write to stderr while the tool
+measures (``torch.profiler``'s kineto lines, the compiler's messages) goes to ``--log``
+(default: beside ``--out``, ``<out>.log``; else the temporary folder).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List
 
@@ -207,6 +213,22 @@ def shape_arg(text: str) -> tuple:
     return shape
 
 
+@contextlib.contextmanager
+def stderr_to(path: str):
+    """File descriptor 2 (native libraries' logs, Python warnings) into ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, 'w') as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=HelpFormatter)
@@ -219,7 +241,17 @@ def main(argv=None) -> None:
                         'logits')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', default=None, help='write the Markdown table here too')
+    parser.add_argument('--log', default=None,
+                        help='file for what the libraries write to stderr while measuring')
     args = parser.parse_args(argv)
+    log = args.log or (os.path.splitext(args.out)[0] + '.log' if args.out else os.path.join(
+        tempfile.gettempdir(), f'benchmark_segmentation_losses_{os.getpid()}.log'))
+    with stderr_to(log):
+        benchmark(args, argv)
+    print(f'\n(library messages while measuring: {log})')
+
+
+def benchmark(args, argv) -> None:
     torch.set_num_threads(1)
     lines = HEADER[:]
     print('\n'.join(HEADER), flush=True)

@@ -90,12 +90,10 @@ def _focal_terms(z_y: Tensor, others: Tensor, weight: Tensor, gamma: Tensor):
     return loss, g, logs, torch.exp(z_y) + others
 
 
-def binary_focal_pixels(x0: Tensor, x1: Tensor, is_one: Tensor, weight: Tensor, gamma: Tensor):
-    """Two classes: a softmax over two logits is the sigmoid of their difference
-    ``u = x_y - x_other``, so everything is per pixel (no full-size pass) and the log-space
-    pair of :func:`.logspace.softplus_pair` (one exp, one log1p) gives ``-log(1 - p_y)`` and
-    ``-log p_y``; the derivative is :func:`.fused_kernels.hard_loss`'s for a positive.
-    Returns the loss and its gradient with respect to ``x0`` and ``x1``."""
+def binary_unified_pixels(x0: Tensor, x1: Tensor, is_one: Tensor, weight: Tensor,
+                          gamma: Tensor):
+    """Two classes, for the unified loss: the focal loss, its derivative w.r.t.
+    ``u = x_y - x_other``, ``p_y`` and ``1 - p_y`` (each from the sigmoid pair, exact)."""
     u = torch.where(is_one, x1 - x0, x0 - x1)
     sp_u, ce, e = softplus_pair(u)
     factor = weight * torch.exp(-gamma * sp_u)
@@ -103,11 +101,21 @@ def binary_focal_pixels(x0: Tensor, x1: Tensor, is_one: Tensor, weight: Tensor, 
     big = u >= 0
     one_minus_p = torch.where(big, e * inv, inv)
     p = torch.where(big, inv, e * inv)
-    d_u = factor * (-gamma * p * ce - one_minus_p)
-    return factor * ce, torch.where(is_one, -d_u, d_u), torch.where(is_one, d_u, -d_u)
+    return factor * ce, factor * (-gamma * p * ce - one_minus_p), p, one_minus_p
 
 
-KERNELS = {fn.__name__: fn for fn in (focal_pixels, unified_pixels, binary_focal_pixels)}
+def binary_focal_pixels(x0: Tensor, x1: Tensor, is_one: Tensor, weight: Tensor, gamma: Tensor):
+    """Two classes: a softmax over two logits is the sigmoid of their difference
+    ``u = x_y - x_other``, so everything is per pixel (no full-size pass) and the log-space
+    pair of :func:`.logspace.softplus_pair` (one exp, one log1p) gives ``-log(1 - p_y)`` and
+    ``-log p_y``; the derivative is :func:`.fused_kernels.hard_loss`'s for a positive.
+    Returns the loss and its gradient with respect to ``x0`` and ``x1``."""
+    loss, d_u, _, _ = binary_unified_pixels(x0, x1, is_one, weight, gamma)
+    return loss, torch.where(is_one, -d_u, d_u), torch.where(is_one, d_u, -d_u)
+
+
+KERNELS = {fn.__name__: fn for fn in (focal_pixels, unified_pixels, binary_focal_pixels,
+                                      binary_unified_pixels)}
 
 
 class _PixelKernels(CompiledKernels):
@@ -222,6 +230,26 @@ def fused_softmax_focal(x: Tensor, labels: Tensor, weight: Tensor,
     return _run(x, kernel, reference)
 
 
+def _tversky_terms(tp: Tensor, fn: Tensor, fp: Tensor, delta: float, k: Tensor,
+                   smooth: float, tv_scale: float):
+    """From the region sums (N, C): ``tv_scale * sum (1 - TI)**k`` and the derivatives of
+    that with respect to FP and to TP minus FN (the zero-safe power's rules at 0)."""
+    mismatch = delta * fn + (1 - delta) * fp
+    denominator = tp + mismatch + smooth
+    u = mismatch / denominator                         # 1 - TI without cancelling
+    positive = u > 0
+    safe_u = torch.where(positive, u, torch.ones_like(u))
+    power = torch.where(positive, safe_u ** k, torch.zeros_like(u))
+    power = torch.where(k == 0, torch.ones_like(u), power)
+    # d(u**k)/du: 1 at k == 1, 0 at k == 0 and, as the zero-safe power defines it, at u == 0
+    slope = torch.where(positive, k * safe_u ** (k - 1), torch.zeros_like(u))
+    slope = torch.where(k == 1, torch.ones_like(u), slope)
+    d_u = slope * tv_scale / denominator ** 2
+    d_fp = d_u * (1 - delta) * (tp + smooth)
+    d_tp_minus_fn = d_u * (-mismatch - delta * (tp + smooth))
+    return tv_scale * power.sum(), d_fp, d_tp_minus_fn
+
+
 def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: float,
                   delta: float, gamma: float, symmetric: bool, smooth: float,
                   focal_count: Tensor, reference: Callable) -> Tensor:
@@ -241,8 +269,33 @@ def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: f
     cls_g[0] = gamma
     k = torch.full((classes,), 1 - gamma, dtype=torch.float64, device=x.device)
     k[0] = 1 - gamma if symmetric else 1.0  # the Tversky exponent per class
+    tv_scale = lam / max(num * classes, 1)
+
+    def binary(logits: Tensor):
+        """Two classes: p_other = 1 - p_y, so FP_c = FN_(other class) and every full-size
+        step is per pixel (see :func:`binary_unified_pixels`)."""
+        pair = logits.to(torch.float64).reshape(num, 2, hw)
+        is_one = flat == 1
+        loss, d_u, p_y, one_minus_p = _pixel_kernel('binary_unified_pixels', pair)(
+            pair[:, 0], pair[:, 1], is_one, cls_w[flat] * m.view(num, hw), cls_g[flat])
+        mp = m.view(num, hw)
+        tp = torch.zeros(num, 2, dtype=torch.float64, device=x.device)
+        fn = torch.zeros_like(tp)
+        tp.scatter_add_(1, flat, mp * p_y)
+        fn.scatter_add_(1, flat, mp * one_minus_p)
+        value, d_fp, d_tp_minus_fn = _tversky_terms(tp, fn, fn.flip(1), delta, k, smooth,
+                                                    tv_scale)
+        focal_scale = (1 - lam) / torch.as_tensor(focal_count, dtype=torch.float64)
+        # dL/dp_y = m (dTP_y - dFN_y - dFP_other); dp_y/du = p_y (1 - p_y)
+        d_p = mp * (d_tp_minus_fn.gather(1, flat) - d_fp.flip(1).gather(1, flat))
+        d_u = d_p * p_y * one_minus_p + focal_scale * d_u
+        grad = torch.stack([torch.where(is_one, -d_u, d_u), torch.where(is_one, d_u, -d_u)], 1)
+        value = value + focal_scale * loss.sum()
+        return value.to(logits.dtype), grad.view(logits.shape).to(logits.dtype)
 
     def kernel(logits: Tensor):
+        if classes == 2:
+            return binary(logits)
         e, z_y, others = _log_softmax_pass(logits, labels, torch.float64)
         e = e.reshape(num, classes, hw)
         z_y, others = z_y.reshape(num, 1, hw), others.reshape(num, 1, hw)
@@ -255,20 +308,7 @@ def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: f
         tp.scatter_add_(1, flat, (m * p_y).reshape(num, hw))
         fn.scatter_add_(1, flat, (m * one_minus_p).reshape(num, hw))
         fp = torch.bmm(e, scale.transpose(1, 2)).squeeze(-1)  # E holds 0 at the label
-        mismatch = delta * fn + (1 - delta) * fp
-        denominator = tp + mismatch + smooth
-        u = mismatch / denominator                         # 1 - TI without cancelling
-        positive = u > 0
-        safe_u = torch.where(positive, u, torch.ones_like(u))
-        power = torch.where(positive, safe_u ** k, torch.zeros_like(u))
-        power = torch.where(k == 0, torch.ones_like(u), power)
-        # d(u**k)/du: 1 at k == 1, 0 at k == 0 and, as the zero-safe power defines it, at u == 0
-        slope = torch.where(positive, k * safe_u ** (k - 1), torch.zeros_like(u))
-        slope = torch.where(k == 1, torch.ones_like(u), slope)
-        tv_scale = lam / max(num * classes, 1)
-        d_u = slope * tv_scale / denominator ** 2
-        d_fp = d_u * (1 - delta) * (tp + smooth)           # dL/dFP
-        d_tp_minus_fn = d_u * (-mismatch - delta * (tp + smooth))  # dL/dTP - dL/dFN
+        value, d_fp, d_tp_minus_fn = _tversky_terms(tp, fn, fp, delta, k, smooth, tv_scale)
         focal_scale = (1 - lam) / torch.as_tensor(focal_count, dtype=torch.float64)
         # Off the label dL/dx_k = p_k (m (dFP_k - p_y B_y - Q) - focal g), with
         # Q = sum_{c != y} p_c dFP_c. For the arg-max class a (when it is not the label)
@@ -290,6 +330,6 @@ def fused_unified(x: Tensor, labels: Tensor, valid: Tensor, mask: Tensor, lam: f
         grad.mul_(e).div_(total)
         grad.scatter_(1, top, on_top)
         grad.scatter_(1, flat.unsqueeze(1), on_label)      # (after a: a == y is the label)
-        value = tv_scale * power.sum() + focal_scale * loss.sum()
+        value = value + focal_scale * loss.sum()
         return value.to(logits.dtype), grad.view(logits.shape).to(logits.dtype)
     return _run(x, kernel, reference)

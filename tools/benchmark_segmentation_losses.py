@@ -239,7 +239,8 @@ def main(argv=None) -> None:
     parser.add_argument('--reference-limit', type=float, default=2e7,
                         help='leave the autograd references and mmseg out above this many '
                         'logits')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='where to measure (default: cuda when available)')
     parser.add_argument('--out', default=None, help='write the Markdown table here too')
     parser.add_argument('--log', default=None,
                         help='file for what the libraries write to stderr while measuring')

@@ -25,8 +25,12 @@ incoming gradient into a new tensor (a second backward gets the same gradient). 
 ``create_graph`` backward differentiates the autograd reference instead (second derivatives
 as the reference has them). The unified family with a Tversky term runs in float64, as the
 reference's Tversky part does (its sums of saturated probabilities are float32 denormals); the
-focal-only losses run in the logits' compute dtype. Kernels run eagerly (the full-size steps
-are torch's own vectorised reductions); under ``torch.compile`` the references are traced.
+focal-only losses run in the logits' compute dtype. Two classes go entirely per pixel (the
+softmax of two logits is the sigmoid of their difference). The full-size steps are torch's own
+reductions and element-wise ops; the per-pixel math is one kernel, compiled through
+:mod:`.compile_backend`'s cache under the same ``FOCAL_PLUGIN_FUSED`` backends (eager with
+'eager', and while 'auto' compiles). Under a user's ``torch.compile`` the references are
+traced.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Check the CUDA path of the fused losses: parity, speed and memory, compilation, autocast.
 
-    python tools/gpu_check.py OUT_DIR [--sections parity speed compile autocast hook] [--quick]
+    python tools/gpu_check.py OUT_DIR [--sections parity speed compile autocast segmentation
+                                      hook] [--quick]
 
 Needs only torch and ``focal_plugin.functional`` (put the working tree on PYTHONPATH, or use
 ``tools/gpu_check.sh``). Without CUDA it runs on the CPU at small sizes and says which

@@ -9,7 +9,7 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
 if [ $# -lt 1 ]; then
-  echo "usage: bash tools/gpu_check.sh OUT_DIR [--sections parity speed compile autocast hook] [--quick]" >&2
+  echo "usage: bash tools/gpu_check.sh OUT_DIR [--sections parity speed compile autocast segmentation hook] [--quick]" >&2
   exit 2
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ['softplus', 'softplus_pair', 'signed_logit', 'exact_bce', 'log_one_minus_p_t',
-           'LogQualityBase', 'log_quality_base']
+           'LogQualityBase', 'log_quality_base', 'TargetSoftmaxLogs', 'target_softmax_logs']
 
 
 def softplus(x: Tensor) -> Tensor:
@@ -89,3 +89,37 @@ def log_quality_base(t: Tensor, nll_neg: Tensor, nll_pos: Tensor) -> LogQualityB
     log_d = torch.maximum(a, b) + torch.log(-torch.expm1(-safe_gap))
     return LogQualityBase(torch.where(apart, log_d, torch.full_like(log_d, -float('inf'))),
                           apart, b > a)
+
+
+class TargetSoftmaxLogs(NamedTuple):
+    """Per pixel, of the labelled class y of a softmax: ``log p_y``, ``log(1 - p_y)``,
+    ``p_y`` and ``log p_y / (1 - p_y)`` (the bounded ratio the focal gradient needs)."""
+    log_p: Tensor
+    log_1mp: Tensor
+    p: Tensor
+    log_p_over_1mp: Tensor
+
+
+def target_softmax_logs(z_y: Tensor, others: Tensor) -> TargetSoftmaxLogs:
+    """The softmax of the labelled class from the logits shifted by their maximum:
+    ``z_y = x_y - max_j x_j`` (<= 0) and ``others = sum_{j != y} exp(z_j)`` (a sum of the
+    other classes' terms, never ``S - exp(z_y)``).
+
+    Two regimes, as :func:`.softmax_focal.softmax_margin`: where ``p_y > 1/2`` the label is
+    the arg-max (``z_y = 0``, ``S = 1 + others``), so ``log p_y = -log1p(others)`` and
+    ``log(1 - p_y) = log(others) - log1p(others)``: exact however close ``p_y`` is to 1.
+    Elsewhere ``log p_y = z_y - log S`` (no cancellation, nothing of the size of the
+    logits added back) and ``log(1 - p_y) = log1p(-p_y)`` with ``p_y <= 1/2``."""
+    exp_zy = torch.exp(z_y)
+    big = exp_zy > others
+    log1p_others = torch.log1p(others)
+    log_p = torch.where(big, -log1p_others, z_y - torch.log(exp_zy + others))
+    p = torch.exp(log_p)
+    log_1mp = torch.where(big, torch.log(others) - log1p_others, torch.log1p(-p))
+    # log p / (1 - p): -log1p(o) (1 + o) / o -> -1 as o -> 0 (the "double where" keeps 0/0
+    # out of the masked branch)
+    has_others = others > 0
+    safe = torch.where(has_others, others, torch.ones_like(others))
+    ratio_big = torch.where(has_others, -log1p_others * (1 + safe) / safe, -torch.ones_like(safe))
+    ratio = torch.where(big, ratio_big, log_p / (1 - p))
+    return TargetSoftmaxLogs(log_p, log_1mp, p, ratio)

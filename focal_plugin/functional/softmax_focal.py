@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import compute_dtype, reduce
+from .fused_segmentation import fused_softmax_focal, segmentation_fused
 from .stabilizer import modulating_factor
 from .targets import check_label_range, check_probability_targets
 from .validation import (
@@ -115,34 +116,47 @@ def softmax_focal_loss(inputs: Tensor,
     return reduce(loss, reduction)
 
 
+def is_probability_target(inputs: Tensor, targets: Tensor) -> bool:
+    """Class probabilities of ``inputs``' shape, as ``F.cross_entropy`` takes them."""
+    return isinstance(targets, Tensor) and targets.is_floating_point() and \
+        targets.shape == inputs.shape
+
+
+def index_labels(inputs: Tensor, targets: Tensor, ignore_index: int,
+                 names: Tuple[str, str]) -> Tuple[Tensor, Tensor]:
+    """``(labels, valid)`` of class-index targets (N, ...): the labels with ignored elements
+    set to 0 (checked to be in [0, C)), and the mask of the elements that count."""
+    if isinstance(targets, Tensor) and targets.is_floating_point():
+        raise TypeError(f'{names[1]} must be integer class indices of shape '
+                        f'{(inputs.shape[0],) + tuple(inputs.shape[2:])} or class '
+                        f'probabilities of the shape of {names[0]} '
+                        f'{tuple(inputs.shape)}, got {targets.dtype} '
+                        f'{tuple(targets.shape)}')
+    check_index_labels(targets, names[1])
+    expected = (inputs.shape[0],) + tuple(inputs.shape[2:])
+    if tuple(targets.shape) != expected:
+        raise ValueError(f'{names[1]} must have shape {expected} (class indices) or '
+                         f'{tuple(inputs.shape)} (probabilities) for {names[0]} of shape '
+                         f'{tuple(inputs.shape)}, got {tuple(targets.shape)}')
+    valid = not_ignored(targets, ignore_index)
+    labels = torch.where(valid, targets, 0)
+    check_label_range(labels, 0, inputs.shape[1] - 1, names[1],
+                      f' (class indices; or ignore_index={ignore_index})')
+    return labels, valid
+
+
 def target_distribution(inputs: Tensor, targets: Tensor, ignore_index: int,
                         label_smoothing: float, names: Tuple[str, str]) -> Tuple[Tensor, Tensor]:
     """``(q, valid)``: the target distribution over classes (N, C, ...) and the mask of the
     elements that count (N, ...), from class indices or from probabilities."""
     num_classes = inputs.shape[1]
-    if isinstance(targets, Tensor) and targets.is_floating_point() and \
-            targets.shape == inputs.shape:  # probabilities, as F.cross_entropy takes them
+    if is_probability_target(inputs, targets):
         check_probability_targets(targets, names[1])
         q = targets.to(inputs.dtype)
         valid = torch.ones(targets.shape[:1] + targets.shape[2:], dtype=torch.bool,
                            device=targets.device)
     else:
-        if isinstance(targets, Tensor) and targets.is_floating_point():
-            raise TypeError(f'{names[1]} must be integer class indices of shape '
-                            f'{(inputs.shape[0],) + tuple(inputs.shape[2:])} or class '
-                            f'probabilities of the shape of {names[0]} '
-                            f'{tuple(inputs.shape)}, got {targets.dtype} '
-                            f'{tuple(targets.shape)}')
-        check_index_labels(targets, names[1])
-        expected = (inputs.shape[0],) + tuple(inputs.shape[2:])
-        if tuple(targets.shape) != expected:
-            raise ValueError(f'{names[1]} must have shape {expected} (class indices) or '
-                             f'{tuple(inputs.shape)} (probabilities) for {names[0]} of shape '
-                             f'{tuple(inputs.shape)}, got {tuple(targets.shape)}')
-        valid = not_ignored(targets, ignore_index)
-        labels = torch.where(valid, targets, 0)
-        check_label_range(labels, 0, num_classes - 1, names[1],
-                          f' (class indices; or ignore_index={ignore_index})')
+        labels, valid = index_labels(inputs, targets, ignore_index, names)
         # one-hot by comparison, not F.one_hot: no host sync, a bad label never indexes memory
         classes = torch.arange(num_classes, device=inputs.device)
         q = (labels.unsqueeze(1) == classes.view((1, -1) + (1,) * (inputs.ndim - 2))).to(
@@ -175,9 +189,30 @@ def softmax_focal_terms(inputs: Tensor, targets: Tensor,
     ignore_index = check_ignore_index(ignore_index)
     num_classes = inputs.shape[1]
     x = inputs.to(compute_dtype(inputs))
-    q, valid = target_distribution(x, targets, ignore_index, label_smoothing, names)
     class_vectors = [check_class_vector(v, num_classes, name, x)
                      for name, v in (('alpha', alpha), ('class_weight', class_weight))]
+    if stabilizer == 'exact' and label_smoothing == 0 and \
+            not is_probability_target(inputs, targets) and \
+            segmentation_fused(x, *class_vectors):
+        # class indices: only the labelled class enters, one log-softmax pass (.fused_segmentation)
+        labels, valid = index_labels(x, targets, ignore_index, names)
+        weight = valid.to(x.dtype)
+        for vec in class_vectors:
+            if vec is not None:
+                weight = weight * vec[labels]
+
+        def reference(logits: Tensor) -> Tensor:  # for a create_graph backward only
+            q = torch.zeros_like(logits).scatter_(1, labels.long().unsqueeze(1), 1.0)
+            return _focal_terms(logits, q, valid, class_vectors, gamma, stabilizer, eps)
+        return fused_softmax_focal(x, labels, weight, gamma, reference), valid
+    q, valid = target_distribution(x, targets, ignore_index, label_smoothing, names)
+    return _focal_terms(x, q, valid, class_vectors, gamma, stabilizer, eps), valid
+
+
+def _focal_terms(x: Tensor, q: Tensor, valid: Tensor, class_vectors: list, gamma: float,
+                 stabilizer: str, eps: float) -> Tensor:
+    """The autograd formulation: the element-wise loss (N, ...), 0 where not ``valid``."""
+    num_classes = x.shape[1]
     if stabilizer == 'exact':  # the true loss: exact log p and log(1 - p) from the margin
         margin = softmax_margin(x, dim=1)
         log_p = F.logsigmoid(margin)
@@ -188,8 +223,8 @@ def softmax_focal_terms(inputs: Tensor, targets: Tensor,
     factor = modulating_factor(gamma, stabilizer, eps,
                                base=lambda: 1 - torch.softmax(x, dim=1), **forms)
     per_class = -q * factor * log_p
-    shape = (1, num_classes) + (1,) * (inputs.ndim - 2)
+    shape = (1, num_classes) + (1,) * (x.ndim - 2)
     for vec in class_vectors:
         if vec is not None:
             per_class = per_class * vec.view(shape)
-    return per_class.sum(dim=1) * valid, valid
+    return per_class.sum(dim=1) * valid

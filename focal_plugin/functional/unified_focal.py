@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import compute_dtype
+from .fused_segmentation import fused_softmax_focal, fused_unified, segmentation_fused
 from .softmax_focal import softmax_margin
 from .stabilizer import modulating_factor
 from .targets import check_label_range
@@ -84,9 +85,10 @@ def _check(inputs: Tensor, targets: Tensor, delta: float, gamma: float, variant:
            ignore_index: int, stabilizer: str, eps: float, tversky: bool = True,
            pixel_weight: Optional[Tensor] = None,
            names: Tuple[str, str, str] = NAMES) -> Tuple[Tensor, Tensor, Tensor]:
-    """Validate once for every component; returns (one-hot targets, valid mask, pixel mask:
-    the valid mask times ``pixel_weight``). ``tversky``: a Tversky term is computed, so
-    gamma <= 1 (its exponent is 1 - gamma); the focal component alone takes any gamma >= 0
+    """Validate once for every component; returns (labels, ignored ones set to 0; valid
+    mask; pixel mask: the valid mask times ``pixel_weight``). ``tversky``: a Tversky term is
+    computed, so gamma <= 1 (its exponent is 1 - gamma); the focal component alone takes any
+    gamma >= 0
     (the authors' default there is 2). ``names``: the caller's names of (inputs, targets,
     pixel_weight) for error messages."""
     check_logits(inputs, names[0])
@@ -114,10 +116,13 @@ def _check(inputs: Tensor, targets: Tensor, delta: float, gamma: float, variant:
     labels = torch.where(valid, targets, 0)
     check_label_range(labels, 0, num_classes - 1, names[1],
                       f' (class indices; or ignore_index={ignore_index})')
-    # one-hot by comparison, not F.one_hot: no host sync, a bad label never indexes memory
+    return labels, valid, _pixel_mask(valid, pixel_weight, names[2])
+
+
+def _onehot(labels: Tensor, num_classes: int) -> Tensor:
+    """By comparison, not F.one_hot: no host sync, a bad label never indexes memory."""
     classes = torch.arange(num_classes, device=labels.device)
-    onehot = labels.unsqueeze(1) == classes.view((1, -1) + (1,) * (labels.ndim - 1))
-    return onehot, valid, _pixel_mask(valid, pixel_weight, names[2])
+    return labels.unsqueeze(1) == classes.view((1, -1) + (1,) * (labels.ndim - 1))
 
 
 def _pixel_mask(valid: Tensor, pixel_weight: Optional[Tensor], name: str) -> Tensor:
@@ -166,7 +171,7 @@ def _tversky_part(x: Tensor, onehot: Tensor, mask: Tensor, delta: float, gamma: 
     log_p, log_1mp = _class_log_probs(x.double())
     mask = mask.unsqueeze(1).double()
     y = onehot.double() * mask
-    p = torch.exp(log_p) * mask
+    p = torch.exp(log_p)  # the mask enters once, through y and mask - y
     dims = tuple(range(2, x.ndim))
     tp = (y * p).sum(dims)
     fn = (y * torch.exp(log_1mp)).sum(dims)
@@ -243,17 +248,36 @@ def unified_family_loss(part: str, inputs: Tensor, targets: Tensor, lam: float, 
     avg_non_ignore = check_flag(avg_non_ignore, 'avg_non_ignore')
     if part != 'focal':
         smooth = check_positive(smooth, 'smooth')
-    onehot, valid, mask = _check(inputs, targets, delta, gamma, variant, ignore_index,
+    labels, valid, mask = _check(inputs, targets, delta, gamma, variant, ignore_index,
                                  stabilizer, eps, tversky=part != 'focal',
                                  pixel_weight=pixel_weight, names=names)
     x = inputs.to(compute_dtype(inputs))
     symmetric = variant == 'symmetric'
-    focal = tversky = 0.0
-    if part != 'tversky':
-        focal = _focal_part(x, onehot, valid, mask, delta, gamma, symmetric, stabilizer, eps,
-                            reduction, avg_non_ignore)
+
+    def reference(logits: Tensor, reduction: str = reduction) -> Tensor:
+        onehot = _onehot(labels, max(logits.shape[1], 2))
+        focal = tversky = 0.0
+        if part != 'tversky':
+            focal = _focal_part(logits, onehot, valid, mask, delta, gamma, symmetric,
+                                stabilizer, eps, reduction, avg_non_ignore)
+        if part != 'focal':
+            tversky = _tversky_part(logits, onehot, mask, delta, gamma, symmetric, smooth,
+                                    stabilizer, eps)
+        return tversky if part == 'tversky' else focal if part == 'focal' else \
+            lam * tversky + (1 - lam) * focal
+
+    if stabilizer != 'exact' or x.shape[1] < 2 or not segmentation_fused(x, pixel_weight):
+        return reference(x)
+    # C >= 2 softmax channels, class indices: one log-softmax pass (.fused_segmentation)
+    count = valid.sum().clamp(min=1) if avg_non_ignore else max(valid.numel(), 1)
     if part != 'focal':
-        tversky = _tversky_part(x, onehot, mask, delta, gamma, symmetric, smooth, stabilizer,
-                                eps)
-    return tversky if part == 'tversky' else focal if part == 'focal' else \
-        lam * tversky + (1 - lam) * focal
+        return fused_unified(x, labels, valid, mask, lam if part == 'unified' else 1.0,
+                             delta, gamma, symmetric, smooth, count, reference)
+    background = labels == 0
+    weight = torch.where(background, x.new_tensor(1 - delta), x.new_tensor(delta)) * mask
+    pixel_gamma = torch.where(background | symmetric, x.new_tensor(gamma), x.new_tensor(0.0))
+    per_pixel = fused_softmax_focal(x, labels, weight, pixel_gamma,
+                                    lambda logits: reference(logits, 'none'))
+    if reduction == 'none':
+        return per_pixel
+    return per_pixel.sum() if reduction == 'sum' else per_pixel.sum() / count

@@ -24,6 +24,9 @@ Sections:
   are the values before and after the switch the same).
 * ``autocast``: the loss under ``torch.autocast`` (float16 with a GradScaler over a 30-step
   loop, bfloat16): finite, and equal to the float32 run within the tolerance of the dtype.
+* ``segmentation``: the fused softmax focal and unified focal losses on (N, C, H, W)
+  logits up to 8 x 19 x 512 x 1024: time and peak memory against ``F.cross_entropy``, a
+  Dice loss and a copy of the logits; the unified gradient against float64 (issue 36).
 * ``hook``: the audit of ``GradientSanitizerHook`` inside a training loop (ResNet-50, batch
   64): ms per step with and without it (needs mmengine).
 """
@@ -43,11 +46,12 @@ from ._common import environment, log, write_table
 from .hook_cost import hook_cost
 from .parity import parity
 from .runtime import autocast_check, compile_check
+from .segmentation import segmentation
 from .speed import speed
 
 __all__ = ['SECTIONS', 'run']
 
-SECTIONS = ('parity', 'speed', 'compile', 'autocast', 'hook')
+SECTIONS = ('parity', 'speed', 'compile', 'autocast', 'segmentation', 'hook')
 
 def run(out_dir: str, sections=SECTIONS, quick: bool = False, command: str = '') -> List[str]:
     """Run the sections, write one Markdown table each to ``out_dir``; returns the paths."""
@@ -62,6 +66,7 @@ def run(out_dir: str, sections=SECTIONS, quick: bool = False, command: str = '')
         log(line)
     titles = dict(parity='Parity of the fused losses', speed='Speed and peak memory',
                   compile='Compilation', autocast='Autocast',
+                  segmentation='Segmentation losses (softmax focal, unified focal)',
                   hook="GradientSanitizerHook's audit in a training loop")
     paths = []
     backend = fused.get_fused_backend()  # each section sets the backends it compares
@@ -76,6 +81,8 @@ def run(out_dir: str, sections=SECTIONS, quick: bool = False, command: str = '')
             header, rows, notes = compile_check(device, quick, sys.executable)
         elif section == 'autocast':
             header, rows, notes = autocast_check(device, quick)
+        elif section == 'segmentation':
+            header, rows, notes = segmentation(device, quick)
         else:
             header, rows, notes = hook_cost(device, quick)
         wall = time.perf_counter() - started

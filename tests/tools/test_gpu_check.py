@@ -29,7 +29,7 @@ def test_gpu_check_runs_on_cpu_and_writes_every_table(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert 'CUDA is not available' in res.stdout
     assert sorted(os.listdir(out)) == ['autocast.md', 'compile.md', 'hook.md', 'parity.md',
-                                       'speed.md']
+                                       'segmentation.md', 'speed.md']
 
     parity = table_rows(out / 'parity.md')
     fused = [r for r in parity if r['variant'] == 'fused exact']
@@ -59,6 +59,14 @@ def test_gpu_check_runs_on_cpu_and_writes_every_table(tmp_path):
     autocast = {r['autocast dtype']: r for r in table_rows(out / 'autocast.md')}
     assert autocast['bfloat16']['within tolerance'] == 'yes'
     assert autocast['float16 + GradScaler']['logits dtype'] == 'skipped: CUDA only'
+    segmentation = table_rows(out / 'segmentation.md')  # issue 36's rows
+    assert {r['variant'] for r in segmentation} >= {
+        'F.cross_entropy', 'Dice loss', 'copy of the logits', 'softmax focal, fused',
+        'unified focal, fused', 'unified focal, autograd reference'}
+    assert all(r['peak MB above inputs'] == 'CUDA only' for r in segmentation)
+    errors = [float(r['unified grad rel err vs float64']) for r in segmentation
+              if r['variant'] == 'unified focal, fused']
+    assert errors and max(errors) < 1e-5, errors  # float32 logits, float64 reference
     (hook,) = table_rows(out / 'hook.md')
     assert float(hook['step ms with the audit']) > 0 and hook['audit overhead'].endswith('%')
 

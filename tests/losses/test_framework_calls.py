@@ -289,3 +289,26 @@ def test_sigmoid_focal_mask_call_matches_functional_on_the_slice(gamma):
     got = StableFocalLoss(gamma=gamma, use_mask=True, reduction='sum')(pred, target, labels)
     want = sigmoid_focal_loss(pred[np.arange(5), labels], target, 0.25, gamma, 'sum')
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize('seed', range(4))
+@pytest.mark.parametrize('num_classes', [1, 3])
+def test_an_integer_pixel_weight_counts_the_pixel_that_many_times(seed, num_classes):
+    """Per-pixel weights scale each pixel's share of TP, FP and FN once (and of the focal
+    sum): a pixel of weight k is the same as k copies of it. Drawn integer weights 0-3 against
+    the image with every pixel repeated by its weight (an independent route: no weights)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, num_classes, 1, 12, generator=g, dtype=torch.float64) * 4
+    labels = torch.randint(0, max(num_classes, 2), (1, 1, 12), generator=g)
+    weight = torch.randint(0, 4, (1, 1, 12), generator=g)
+    repeat = weight.flatten()
+    copies_x = logits.flatten(2).repeat_interleave(repeat, dim=2).unsqueeze(2)
+    copies_y = labels.flatten(1).repeat_interleave(repeat, dim=1).unsqueeze(1)
+    for loss in (StableFocalTverskyLoss(), UnifiedFocalLoss(tversky_weight=1.0)):
+        got = loss(logits, labels, weight=weight.double())
+        want = loss(copies_x, copies_y)
+        assert got.item() == pytest.approx(want.item(), rel=1e-10)
+    focal = StableAsymmetricFocalLoss()
+    got = focal(logits, labels, weight=weight.double(), reduction_override='sum')
+    assert got.item() == pytest.approx(
+        focal(copies_x, copies_y, reduction_override='sum').item(), rel=1e-10)

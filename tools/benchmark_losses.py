@@ -60,6 +60,7 @@ from focal_plugin.functional import (
     varifocal_loss,
 )
 from focal_plugin.functional import targets as target_check
+from focal_plugin.gpu_check._common import cpu_allocation_peak
 
 NUM_CLASSES = 80
 ANCHORS = [125, 1250, 2000, 12500, 125000]  # x 80 classes: 1e4 ... 1e7 elements (--sizes)
@@ -146,22 +147,8 @@ def peak_bytes(fn, x, t_bool, t_float) -> int:
         start = torch.cuda.memory_allocated()
         fwd_bwd(fn, x, t_bool, t_float)
         return base + torch.cuda.max_memory_allocated() - start
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
     x.grad = None
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fwd_bwd(fn, x, t_bool, t_float)
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        stack.extend(node.children)
-        if node.typed[0] == _EventType.Allocation and node.typed[1].device.type == 'cpu':
-            events.append((node.start_time_ns, node.typed[1].alloc_size))
-    live = peak = 0
-    for _, size in sorted(events):
-        live += size
-        peak = max(peak, live)
-    return base + peak
+    return base + cpu_allocation_peak(lambda: fwd_bwd(fn, x, t_bool, t_float))
 
 
 def mmdet_qfl(x, scores, _):

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from focal_plugin.cli import HelpFormatter
 from focal_plugin.functional import fused
+from focal_plugin.gpu_check._common import cpu_allocation_peak
 
 SHAPES = [(4, 2, 64, 64), (2, 2, 256, 256), (2, 19, 128, 128), (8, 19, 512, 1024)]
 IGNORE = 255
@@ -136,21 +137,7 @@ def peak_bytes(fn, x, labels) -> int:
         fwd_bwd(fn, x, labels)
         torch.cuda.synchronize()
         return base + torch.cuda.max_memory_allocated() - start
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fwd_bwd(fn, x, labels)
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        stack.extend(node.children)
-        if node.typed[0] == _EventType.Allocation and node.typed[1].device.type == 'cpu':
-            events.append((node.start_time_ns, node.typed[1].alloc_size))
-    live = peak = 0
-    for _, size in sorted(events):
-        live += size
-        peak = max(peak, live)
-    return base + peak
+    return base + cpu_allocation_peak(lambda: fwd_bwd(fn, x, labels))
 
 
 def inputs(shape, device):

@@ -1,10 +1,11 @@
-"""Shared pieces of the CUDA check: progress lines, the environment, Markdown tables."""
+"""Shared pieces of the CUDA check and the benchmark tools: progress lines, the environment,
+Markdown tables, the CPU allocation peak."""
 from __future__ import annotations
 
 import os
 import platform
 import time
-from typing import List
+from typing import Callable, List
 
 import torch
 
@@ -41,3 +42,24 @@ def write_table(out_dir: str, name: str, title: str, header: List[str], rows: Li
         f.write('\n'.join(lines) + '\n')
     log(f'wrote {path}')
     return path
+
+
+def cpu_allocation_peak(run: Callable[[], None]) -> int:
+    """The highest total of live CPU allocations while ``run()`` runs, in bytes, from
+    ``torch.profiler``'s allocation events (frees are negative sizes): what the benchmark
+    tools report as peak memory on the CPU."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.typed[0] == _EventType.Allocation and node.typed[1].device.type == 'cpu':
+            events.append((node.start_time_ns, node.typed[1].alloc_size))
+    live = peak = 0
+    for _, size in sorted(events):
+        live += size
+        peak = max(peak, live)
+    return peak

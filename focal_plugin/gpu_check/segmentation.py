@@ -4,15 +4,13 @@ Dice loss and a copy of the logits, and their gradient against the float64 autog
 formulation."""
 from __future__ import annotations
 
-import statistics
-
 import torch
 import torch.nn.functional as F
 
 from focal_plugin.functional import fused, softmax_focal_loss, unified_focal_loss
 
 from ._common import log
-from .speed import timer
+from .speed import median_and_peak, timer
 
 IGNORE = 255
 
@@ -89,16 +87,9 @@ def segmentation(device: str, quick: bool) -> tuple:
                 loss = fn(x, labels)
                 if loss is not None:
                     loss.backward()
-            for _ in range(warmups):
-                call()
-            times[name] = statistics.median(seconds(call) for _ in range(repeats))
-            if device == 'cuda':
-                torch.cuda.synchronize()
-                start = torch.cuda.memory_allocated()
-                torch.cuda.reset_peak_memory_stats()
-                call()
-                torch.cuda.synchronize()
-                peaks[name] = (torch.cuda.max_memory_allocated() - start) / 2**20
+            times[name], peak = median_and_peak(call, device, warmups, repeats, seconds)
+            if peak is not None:
+                peaks[name] = peak
         error = gradient_error(shape, device) if numel <= 2e7 else 'not run (size)'
         for name, t in times.items():
             rows.append([str(shape), name, f'{t * 1e3:.3f}',

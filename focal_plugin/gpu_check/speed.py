@@ -35,6 +35,23 @@ def timer(device: str) -> Callable:
     return seconds
 
 
+def median_and_peak(call: Callable[[], None], device: str, warmups: int, repeats: int,
+                    seconds: Callable) -> tuple:
+    """``(median seconds, peak MiB or None)`` of ``call``: warm-ups, the median of ``repeats``
+    timed calls, then on CUDA one more call for the peak of memory it allocates."""
+    for _ in range(warmups):
+        call()
+    median = statistics.median(seconds(call) for _ in range(repeats))
+    if device != 'cuda':
+        return median, None
+    torch.cuda.synchronize()
+    start = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    return median, (torch.cuda.max_memory_allocated() - start) / 2**20
+
+
 def speed_variants() -> Dict[str, Callable]:
     def ours(backend, reduction='sum', float_targets=False):
         def run(x, t_bool, t_float):
@@ -110,16 +127,9 @@ def speed(device: str, quick: bool) -> tuple:
             def call(fn=fn, args=(x, t_bool, t_float)):
                 args[0].grad = None
                 fn(*args)
-            for _ in range(warmups):
-                call()
-            times[name] = statistics.median(seconds(call) for _ in range(repeats))
-            if device == 'cuda':
-                torch.cuda.synchronize()
-                start = torch.cuda.memory_allocated()
-                torch.cuda.reset_peak_memory_stats()
-                call()
-                torch.cuda.synchronize()
-                peaks[name] = (torch.cuda.max_memory_allocated() - start) / 2**20
+            times[name], peak = median_and_peak(call, device, warmups, repeats, seconds)
+            if peak is not None:
+                peaks[name] = peak
         copy_bw = 2 * x.numel() * x.element_size() / times['copy of the logits']
         for name, t in times.items():
             # fused: reads logits + targets, writes the gradient

@@ -1,8 +1,29 @@
-"""What the command-line tools share (``tools/*.py``): the help formatter. Standard library
-only, so that a tool's ``--help`` costs nothing beyond its own imports."""
+"""What the command-line tools share (``tools/*.py``): the help formatter, the redirection of
+native libraries' stderr. Standard library only, so that a tool's ``--help`` costs nothing
+beyond its own imports."""
 import argparse
+import contextlib
+import os
+import sys
 
-__all__ = ['HelpFormatter']
+__all__ = ['HelpFormatter', 'stderr_to']
+
+
+@contextlib.contextmanager
+def stderr_to(path: str):
+    """Send everything written to the process's stderr (file descriptor 2: the native
+    libraries' logs as well as Python's warnings and logging) to ``path`` while it runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, 'w') as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter,

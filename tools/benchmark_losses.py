@@ -37,7 +37,6 @@ compiler adds, once, ``No CUDA runtime is found, using CUDA_HOME=...`` on such a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -50,7 +49,7 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
-from focal_plugin.cli import HelpFormatter
+from focal_plugin.cli import HelpFormatter, stderr_to
 from focal_plugin.functional import (
     compile_backend,
     fused,
@@ -392,23 +391,6 @@ def write_section(path, title, lines) -> None:
 # kineto's GPU query on a machine without an NVIDIA driver (module docstring): harmless when
 # CUDA is unavailable, so not repeated at the end of the run
 NO_DRIVER = 'gpuGetDeviceCount failed with code 35'
-
-
-@contextlib.contextmanager
-def stderr_to(path: str):
-    """Send everything written to the process's stderr (file descriptor 2: the native
-    libraries' logs as well as Python's warnings and logging) to ``path`` while it runs."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, 'w') as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def report_messages(path: str) -> None:

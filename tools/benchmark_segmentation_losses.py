@@ -27,7 +27,6 @@ measures (``torch.profiler``'s kineto lines, the compiler's messages) goes to ``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -38,7 +37,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-from focal_plugin.cli import HelpFormatter
+from focal_plugin.cli import HelpFormatter, stderr_to
 from focal_plugin.functional import fused
 from focal_plugin.gpu_check._common import cpu_allocation_peak
 
@@ -198,22 +197,6 @@ def shape_arg(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f'{text!r}: a shape is N,C,H,W with C >= 2, e.g. '
                                          f'2,19,128,128')
     return shape
-
-
-@contextlib.contextmanager
-def stderr_to(path: str):
-    """File descriptor 2 (native libraries' logs, Python warnings) into ``path``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, 'w') as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def main(argv=None) -> None:
